@@ -1,0 +1,126 @@
+"""Which backend runs a call: availability per device, preference order, and forcing.
+
+Preference order per device type (first available one that supports the dtype wins):
+
+- ``cuda``: ``triton``, ``cuda``, ``torch``
+- ``cpu``:  ``cpp``, ``triton`` (only under ``TRITON_INTERPRET=1``), ``torch``
+
+``SASA_BACKEND=<name>`` in the environment, or the context manager :func:`use_backend`, forces one
+backend; forcing one that cannot run the call raises :class:`BackendUnavailableError` listing the
+ones that can. Automatic choice falls back quietly, with one debug log line per reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from typing import Iterator, Optional, Union
+
+import torch
+
+from .backends.base import Backend
+
+logger = logging.getLogger("sasa_kernels")
+
+_PREFERENCE = {
+    "cuda": ("triton", "cuda", "torch"),
+    "cpu": ("cpp", "triton", "torch"),
+}
+_OTHER_DEVICE_ORDER = ("torch",)
+
+_registry: dict[str, Backend] = {}
+_forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("sasa_backend", default=None)
+_logged: set[tuple[str, str, str]] = set()
+
+
+class BackendUnavailableError(RuntimeError):
+    """A forced backend cannot run on this device or dtype."""
+
+
+def register_backend(backend: Backend) -> None:
+    """Make ``backend`` known to dispatch (a later registration with the same name replaces it)."""
+    _registry[backend.name] = backend
+
+
+def known_backends() -> tuple[str, ...]:
+    """Every backend name dispatch knows, whether or not it is usable here."""
+    return tuple(sorted(set(_registry) | {n for order in _PREFERENCE.values() for n in order}))
+
+
+def _device_type(device: Union[str, torch.device]) -> str:
+    if isinstance(device, torch.device):
+        return device.type
+    if isinstance(device, str):
+        return torch.device(device).type
+    raise TypeError(f"device: expected a str or torch.device, got {type(device).__name__}")
+
+
+def _reason(name: str, device_type: str) -> Optional[str]:
+    backend = _registry.get(name)
+    if backend is None:
+        return "not installed in this build"
+    return backend.unavailable_reason(device_type)
+
+
+def backends(device: Union[str, torch.device] = "cpu") -> list[str]:
+    """The backends usable on ``device``, in the order automatic dispatch prefers them."""
+    device_type = _device_type(device)
+    order = _PREFERENCE.get(device_type, _OTHER_DEVICE_ORDER)
+    return [name for name in order if _reason(name, device_type) is None]
+
+
+def forced_backend() -> Optional[str]:
+    """The backend forced by :func:`use_backend` or, failing that, ``SASA_BACKEND`` (else ``None``)."""
+    name = _forced.get()
+    if name is None:
+        name = os.environ.get("SASA_BACKEND") or None
+    return name
+
+
+def _check_name(name: str, source: str) -> None:
+    if name not in known_backends():
+        raise ValueError(f"{source}: unknown backend {name!r}; known backends: {list(known_backends())}")
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force backend ``name`` for calls made inside the ``with`` block (this thread/task only)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a backend name (str), got {type(name).__name__}")
+    _check_name(name, "name")
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def select(device: torch.device, dtype: torch.dtype) -> Backend:
+    """The backend that runs a call with inputs on ``device`` of ``dtype``."""
+    device_type = device.type
+    name = forced_backend()
+    if name is not None:
+        _check_name(name, "SASA_BACKEND" if _forced.get() is None else "use_backend")
+        reason = _reason(name, device_type)
+        if reason is None and dtype not in _registry[name].dtypes:
+            reason = f"it does not support {dtype}"
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend {name!r} was forced but cannot run on {device_type} with {dtype}: {reason}. "
+                f"Available on {device_type}: {backends(device_type)}"
+            )
+        return _registry[name]
+    order = _PREFERENCE.get(device_type, _OTHER_DEVICE_ORDER)
+    for candidate in order:
+        reason = _reason(candidate, device_type)
+        if reason is None and dtype not in _registry[candidate].dtypes:
+            reason = f"does not support {dtype}"
+        if reason is None:
+            return _registry[candidate]
+        key = (candidate, device_type, reason)
+        if key not in _logged:
+            _logged.add(key)
+            logger.debug("sasa_kernels: skipping backend %r on %s: %s", candidate, device_type, reason)
+    raise BackendUnavailableError(f"no backend can run on {device_type} with {dtype}")  # torch always can

@@ -1,0 +1,92 @@
+"""Numerical helpers shared by the kernel tests.
+
+The tolerance rule (DEVELOPERS.md): a kernel's max-abs error against the float64 reference may be
+at most twice the error of the PyTorch eager reference run in the same dtype, plus a small atol of
+one unit in the last place of the largest reference value (never below the dtype's smallest
+normal number, so results in the subnormal range are not held to more bits than they have).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pytest
+import torch
+
+import sasa_kernels as sk
+from sasa_kernels import _ops
+
+LOW_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def to64(x):
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.double()
+    return x
+
+
+def max_err(actual: torch.Tensor, truth: torch.Tensor) -> float:
+    if actual.numel() == 0:
+        return 0.0
+    diff = (actual.double() - truth).abs()
+    # NaN anywhere (an unwritten, poisoned element) must fail, so it is made infinite here.
+    return float(torch.nan_to_num(diff, nan=float("inf")).max())
+
+
+def assert_matches_reference(
+    actual: torch.Tensor | Sequence[torch.Tensor],
+    reference_fn: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    atol_ulps: float = 1.0,
+) -> None:
+    """Check ``actual`` against ``reference_fn`` under the 2x-eager rule.
+
+    ``args`` hold the low-precision inputs the kernel saw; the reference runs once on them (the
+    eager baseline in that dtype) and once on float64 copies (the truth).
+    """
+    truth = reference_fn(*[to64(a) for a in args], **{k: to64(v) for k, v in kwargs.items()})
+    eager = reference_fn(*args, **kwargs)
+    if isinstance(truth, torch.Tensor):
+        truth, eager, actual = (truth,), (eager,), (actual,)
+    for i, (a, e, t) in enumerate(zip(actual, eager, truth)):
+        assert a.shape == t.shape, f"output {i}: shape {tuple(a.shape)} != {tuple(t.shape)}"
+        assert a.dtype == e.dtype, f"output {i}: dtype {a.dtype} != {e.dtype}"
+        scale = float(t.abs().max()) if t.numel() else 0.0
+        finfo = torch.finfo(a.dtype)
+        atol = max(atol_ulps * finfo.eps * scale, finfo.tiny)
+        err, eager_err = max_err(a, t), max_err(e, t)
+        assert err <= 2 * eager_err + atol, (
+            f"output {i}: max error {err:.3e} > 2 * eager error {eager_err:.3e} + atol {atol:.3e}"
+        )
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Make every op output start as NaN so an element a kernel does not write fails the test."""
+
+    def nan_empty(*args, **kwargs):
+        out = torch.empty(*args, **kwargs)
+        return out.fill_(float("nan"))
+
+    monkeypatch.setattr(_ops, "_empty", nan_empty)
+
+
+def cpu_backends() -> list[str]:
+    return sk.backends("cpu")
+
+
+def backend_params() -> list:
+    """(device, backend) pairs: every CPU backend here, and every CUDA one marked ``cuda``."""
+    params = [pytest.param("cpu", name, id=f"cpu-{name}") for name in sk.backends("cpu")]
+    cuda_ok = torch.cuda.is_available()
+    for name in ("triton", "cuda", "torch"):
+        usable = cuda_ok and name in sk.backends("cuda")
+        params.append(
+            pytest.param(
+                "cuda", name, id=f"cuda-{name}",
+                marks=[pytest.mark.cuda, pytest.mark.skipif(not usable, reason=f"{name} not usable on CUDA here")],
+            )
+        )
+    return params
