@@ -1,0 +1,94 @@
+"""Install tests: the package installs with and without the compiled extension.
+
+Each test pip-installs this repository (not editable, so the source tree is left as it is) into a
+fresh virtual environment that sees the system site-packages (torch, setuptools, pip), with
+``--no-build-isolation --no-deps`` so nothing is downloaded, then imports it from outside the
+repository and reads ``sasa_kernels.backends("cpu")``:
+
+- ``SASA_SKIP_BUILD=1``: a pure-Python install, no compiled backends.
+- a normal install (a C++ compiler is present here): the ``cpp`` backend is there. The compile
+  reuses the repository's ``build/`` objects when they are up to date (ninja), else takes about a
+  minute on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not (REPO / "setup.py").exists(), reason="needs the source tree")
+
+
+def _make_venv(path: Path) -> Path:
+    # The venv sees the system's packages (torch, pip, setuptools >= 64: what setup.sh installs and
+    # the build needs) through a plain path entry, not --system-site-packages: that would also run
+    # the system's .pth files, among them the editable-install finder of this very repository,
+    # which would serve sasa_kernels._C from the source tree to the venv.
+    venv.EnvBuilder(system_site_packages=False, with_pip=False, symlinks=os.name != "nt").create(path)
+    python = path / ("Scripts" if os.name == "nt" else "bin") / "python"
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    system_sites = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    Path(venv_site, "system_site_packages.pth").write_text("\n".join(system_sites) + "\n")
+    return python
+
+
+def _install(tmp_path: Path, env_overrides: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess]:
+    python = _make_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    env.update(env_overrides)
+    cmd = [str(python), "-m", "pip", "install", "-v", "--no-build-isolation", "--no-deps", "--no-index", str(REPO)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, f"pip install failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return python, result
+
+
+def _report(python: Path, cwd: Path) -> dict:
+    code = (
+        "import json, sasa_kernels as sk\n"
+        "from sasa_kernels.backends import compiled\n"
+        "print(json.dumps({'file': sk.__file__, 'cpu': sk.backends('cpu'), 'info': compiled.build_info()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _pip_available() -> bool:
+    return subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _pip_available(), reason="pip is not available")
+def test_install_skip_build_is_pure_python(tmp_path):
+    python, result = _install(tmp_path, {"SASA_SKIP_BUILD": "1"})
+    assert "SASA_SKIP_BUILD=1" in result.stdout + result.stderr
+    report = _report(python, tmp_path)
+    assert str(tmp_path) in report["file"], report  # the installed copy, not the source tree
+    assert report["info"] is None
+    assert "cpp" not in report["cpu"] and "torch" in report["cpu"]
+    site = Path(report["file"]).parent
+    assert not list(site.glob("_C*")), "a pure-Python install must not ship the extension"
+
+
+@pytest.mark.skipif(not _pip_available(), reason="pip is not available")
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler")
+def test_install_builds_cpp_backend(tmp_path):
+    python, _ = _install(tmp_path, {"SASA_SKIP_CUDA": "1", "MAX_JOBS": os.environ.get("MAX_JOBS", "2")})
+    report = _report(python, tmp_path)
+    assert str(tmp_path) in report["file"], report
+    assert report["cpu"][0] == "cpp", report
+    assert report["info"]["backends"] == ["cpp"]
+    assert report["info"]["build_system"] == "setup.py"
