@@ -1,0 +1,226 @@
+"""The augmented pass (SASA.md section 4): project ``H_s``, then re-run blocks ``s+1..L-1``.
+
+The blocks are the model's own modules, called with the arguments the model's own forward gave
+them in the normal pass (:mod:`sasa._capture`); only the hidden states, and for ``scope="last"``
+the per-position arguments, are changed.
+
+- ``scope="all"``: every prompt position is projected; the blocks run over the whole prompt with
+  no cache at all, so nothing is written anywhere.
+- ``scope="last"``: only each row's last prompt token is projected; it goes through the blocks
+  alone, attending to the normal pass's keys and values through :class:`ReadOnlyKV`, which hands
+  the attention ``keys`` with that row's last position replaced by the new key (out of place:
+  the cache is never written). The attention mask row, rotary embeddings and position ids are
+  those of that token in the normal pass, gathered per row (so right padding and Qwen2-VL's
+  3-D rope positions come out right).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+
+import sasa_kernels as sk
+
+from . import _compat as C
+from ._capture import NormalPass
+
+
+class ReadOnlyKV:
+    """Stands in for the cache while one token per row runs through the blocks.
+
+    ``update`` returns the normal pass's keys/values for that block with each row's position
+    ``last_pos[b]`` replaced by the new token's key/value: the new token *is* that position,
+    recomputed from the projected state. Nothing is stored.
+    """
+
+    def __init__(self, kv: dict[int, tuple[Tensor, Tensor]], last_pos: Tensor):
+        self.kv = kv
+        self.last_pos = last_pos
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any, **kwargs: Any):
+        keys, values = self.kv[layer_idx]
+        return _put_row(keys, key_states, self.last_pos), _put_row(values, value_states, self.last_pos)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return int(next(iter(self.kv.values()))[0].shape[-2])
+
+
+def _put_row(full: Tensor, new: Tensor, pos: Tensor) -> Tensor:
+    # full [B, H, T, D], new [B, H, 1, D]: out-of-place scatter along the sequence dimension.
+    index = pos.view(-1, 1, 1, 1).expand(full.shape[0], full.shape[1], 1, full.shape[3])
+    return full.scatter(2, index, new.to(full.dtype))
+
+
+def gather_seq(x: Tensor, pos: Tensor, seq_dim: int, batch_dim: Optional[int] = None) -> Tensor:
+    """``x[..., b, ..., pos[b], ...]`` keeping a length-1 sequence dim. The batch dim (default: just
+    before ``seq_dim``, as in hidden states, rotary tables and position ids, including Qwen2-VL's
+    ``[3, B, T]``) may be 1 (broadcast), as the model's masks and rotary tables often are."""
+    seq_dim = seq_dim % x.dim()
+    batch_dim = seq_dim - 1 if batch_dim is None else batch_dim % x.dim()
+    shape = list(x.shape)
+    shape[batch_dim] = pos.shape[0]
+    x = x.expand(*shape)
+    index_shape = [1] * x.dim()
+    index_shape[batch_dim] = pos.shape[0]
+    index = pos.view(index_shape)
+    expand_shape = list(x.shape)
+    expand_shape[seq_dim] = 1
+    return x.gather(seq_dim, index.expand(*expand_shape))
+
+
+def one_token_kwargs(kwargs: dict[str, Any], view: ReadOnlyKV, last_pos: Tensor, seq_len: int) -> dict[str, Any]:
+    """A block's normal-pass arguments, restricted to each row's last prompt token."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if C.is_cache(value):
+            out[name] = view
+        elif name == "attention_mask":
+            out[name] = _mask_row(value, last_pos, seq_len)
+        elif name.startswith("position_embeddings") and isinstance(value, (tuple, list)):
+            out[name] = type(value)(gather_seq(t, last_pos, -2) for t in value)
+        elif name in ("position_ids", "text_position_ids") and isinstance(value, Tensor):
+            out[name] = gather_seq(value, last_pos, -1)
+        elif name == "cache_position" and isinstance(value, Tensor):
+            # Only caches read it; ReadOnlyKV ignores it. One entry keeps its shape consistent.
+            out[name] = value[-1:]
+        elif isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == seq_len:
+            raise NotImplementedError(
+                f"sasa scope='last': decoder-block argument {name!r} has a per-position shape "
+                f"{list(value.shape)} that sasa does not know how to restrict to one token"
+            )
+        else:
+            out[name] = value
+    return out
+
+
+def _mask_row(mask: Any, last_pos: Tensor, seq_len: int) -> Any:
+    if mask is None:
+        # The model's mask builder returns None only for a causal prompt without padding; then
+        # every row's last token is the final position and may attend to all keys.
+        return None
+    if isinstance(mask, Tensor) and mask.dim() == 4 and mask.shape[-1] == seq_len and mask.shape[-2] == seq_len:
+        return gather_seq(mask, last_pos, -2, batch_dim=0)  # [B, heads, T(query), T(key)]
+    raise NotImplementedError(
+        "sasa scope='last' needs a 4-D [B, 1, T, T] attention mask (the eager and sdpa attention "
+        f"implementations); got {type(mask).__name__}"
+        + (f" of shape {list(mask.shape)}" if isinstance(mask, Tensor) else "")
+        + ". Use scope='all' or attn_implementation='sdpa'."
+    )
+
+
+def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A block's normal-pass arguments with the cache removed (scope='all' writes nowhere)."""
+    out = {name: (None if C.is_cache(value) else value) for name, value in kwargs.items()}
+    if "use_cache" in out:
+        out["use_cache"] = False
+    return out
+
+
+class _Precomputed(nn.Module):
+    """Stands in for block ``s+1``'s input norm: returns the kernel's fused ``rmsnorm(h)`` for the
+    exact tensor ``h`` it was computed from, and defers to the real norm for anything else."""
+
+    def __init__(self, real: nn.Module, source: Tensor, normed: Tensor):
+        super().__init__()
+        self.real = real
+        self.source = source
+        self.normed = normed
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x is self.source:
+            return self.normed
+        return self.real(x)
+
+
+@contextlib.contextmanager
+def fused_input_norm(block: nn.Module, source: Tensor, normed: Tensor) -> Iterator[None]:
+    """Temporarily replace ``block.input_layernorm`` by :class:`_Precomputed` (restored on exit)."""
+    real = block.input_layernorm
+    block.input_layernorm = _Precomputed(real, source, normed)
+    try:
+        yield
+    finally:
+        block.input_layernorm = real
+
+
+def can_fuse_input_norm(block: nn.Module, family_llama_numerics: bool, dtype: torch.dtype, hidden: int) -> bool:
+    """Whether block ``s+1`` reads ``input_layernorm(h)`` first with an RMSNorm the kernel reproduces."""
+    norm = getattr(block, "input_layernorm", None)
+    weight = getattr(norm, "weight", None)
+    if norm is None or not isinstance(weight, Tensor) or weight.shape != (hidden,):
+        return False
+    if getattr(norm, "bias", None) is not None or C.rmsnorm_eps(norm) is None:
+        return False
+    if "RMSNorm" not in type(norm).__name__:
+        return False
+    # Gemma-style norms multiply in float32 before casting back; identical only for float32.
+    return family_llama_numerics or dtype == torch.float32
+
+
+class AugmentedPass:
+    """Runs the augmented pass for one model; built once by the guard."""
+
+    def __init__(
+        self,
+        layers: nn.ModuleList,
+        safety_layer: int,
+        fused_layer: int,
+        mode: str,
+        coef: float,
+        eps: float,
+        norm_offset: float,
+        llama_norm_numerics: bool,
+    ):
+        self.layers = layers
+        self.s = safety_layer
+        self.f = fused_layer
+        self.mode = mode
+        self.coef = coef
+        self.eps = eps
+        self.norm_offset = norm_offset
+        self.llama_norm_numerics = llama_norm_numerics
+
+    def _project(self, hs: Tensor, hf: Tensor, block: nn.Module) -> tuple[Tensor, Optional[Tensor]]:
+        hidden = hs.shape[-1]
+        if can_fuse_input_norm(block, self.llama_norm_numerics, hs.dtype, hidden):
+            norm = block.input_layernorm
+            return sk.project_rmsnorm(
+                hs.contiguous(),
+                hf.contiguous(),
+                norm.weight.detach(),
+                mode=self.mode,
+                coef=self.coef,
+                eps=self.eps,
+                norm_eps=C.rmsnorm_eps(norm),
+                weight_offset=self.norm_offset,
+            )
+        return sk.project(hs.contiguous(), hf.contiguous(), mode=self.mode, coef=self.coef, eps=self.eps), None
+
+    def run(self, normal: NormalPass, scope: str, last_pos: Tensor) -> Tensor:
+        """``H`` after the last block on the augmented path (before the final norm).
+
+        Returns ``[B, T, d]`` for ``scope="all"`` and ``[B, 1, d]`` for ``scope="last"``.
+        """
+        hs, hf = normal.hidden[self.s], normal.hidden[self.f]
+        seq_len = hs.shape[1]
+        if scope == "last":
+            hs, hf = gather_seq(hs, last_pos, -2), gather_seq(hf, last_pos, -2)
+            view = ReadOnlyKV(normal.kv, last_pos)
+        first = self.s + 1
+        h, normed = self._project(hs, hf, self.layers[first])
+        for idx in range(first, len(self.layers)):
+            kwargs = normal.block_kwargs[idx]
+            if scope == "last":
+                kwargs = one_token_kwargs(kwargs, view, last_pos, seq_len)
+            else:
+                kwargs = all_tokens_kwargs(kwargs)
+            block = self.layers[idx]
+            if idx == first and normed is not None:
+                with fused_input_norm(block, h, normed):
+                    h = C.block_output(block(h, **kwargs))
+            else:
+                h = C.block_output(block(h, **kwargs))
+        return h

@@ -1,0 +1,165 @@
+"""Every difference between ``transformers`` versions (5.17 .. newest 5.x) that ``sasa`` meets.
+
+Nothing outside this module imports from ``transformers`` internals or branches on its version.
+What differs, and how it is handled here:
+
+- The cache argument of decoder blocks is ``past_key_values`` in 5.17 and ``cache`` in later
+  releases (with ``past_key_values`` deprecated). We never name it: :func:`is_cache` recognises
+  the cache object wherever it sits in a block's keyword arguments, and the cache's ``update``
+  method (same signature in all 5.x) is what the attention modules call.
+- Decoder blocks return a tensor in 5.x; some older code paths returned a tuple. :func:`block_output`
+  accepts both.
+- Where the decoder lives: ``get_decoder()`` on text models; vision-language models expose the
+  language model as ``model.model.language_model`` (and ``get_decoder()`` returns it in most
+  releases). :func:`find_decoder` tries those in order.
+- The cache argument of the *top-level* forward and its output field: ``past_key_values`` in 5.17,
+  ``cache`` later (:func:`cache_argument`, :func:`output_cache`; used by the benchmarks).
+- ``logits_to_keep`` on the top-level forward (lets the normal pass skip the vocabulary matmul for
+  every prompt position but the last); checked by signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional
+
+import transformers
+from torch import Tensor, nn
+from transformers.cache_utils import Cache
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+
+__all__ = [
+    "TRANSFORMERS_VERSION",
+    "Cache",
+    "StoppingCriteria",
+    "StoppingCriteriaList",
+    "attn_implementation",
+    "block_input",
+    "block_output",
+    "cache_argument",
+    "find_decoder",
+    "final_logit_softcap",
+    "find_output_head",
+    "forward_accepts",
+    "generation_eos_id",
+    "generation_pad_id",
+    "is_cache",
+    "output_cache",
+    "rmsnorm_eps",
+    "text_config",
+]
+
+TRANSFORMERS_VERSION: str = transformers.__version__
+
+
+def text_config(model: nn.Module) -> Any:
+    """The config of the language part (the whole config for text-only models)."""
+    config = model.config
+    getter = getattr(config, "get_text_config", None)
+    return getter() if callable(getter) else config
+
+
+def find_decoder(model: nn.Module) -> Optional[nn.Module]:
+    """The module that owns the decoder blocks (``.layers``) and the final norm (``.norm``)."""
+    candidates: list[Any] = []
+    getter = getattr(model, "get_decoder", None)
+    if callable(getter):
+        try:
+            candidates.append(getter())
+        except (AttributeError, NotImplementedError):
+            pass
+    inner = getattr(model, "model", None)
+    if inner is not None:
+        candidates.append(getattr(inner, "language_model", None))
+        candidates.append(inner)
+    candidates.append(getattr(model, "language_model", None))
+    for candidate in candidates:
+        if isinstance(candidate, nn.Module) and isinstance(getattr(candidate, "layers", None), nn.ModuleList):
+            return candidate
+    return None
+
+
+def find_output_head(model: nn.Module) -> Optional[nn.Module]:
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if head is not None else getattr(model, "lm_head", None)
+
+
+def is_cache(value: Any) -> bool:
+    return isinstance(value, Cache)
+
+
+def block_input(args: tuple, kwargs: dict) -> Tensor:
+    """The hidden-state input of a decoder-block call (positional in all 5.x models)."""
+    if args:
+        return args[0]
+    return kwargs["hidden_states"]
+
+
+def block_output(output: Any) -> Tensor:
+    """The hidden-state output of a decoder-block call: a tensor, or the first item of a tuple."""
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output
+
+
+def forward_accepts(module: nn.Module, name: str) -> bool:
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name under which ``model.forward`` takes a cache: ``cache`` (newer) or ``past_key_values``."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The cache a forward returned (``output.cache`` in newer releases, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def attn_implementation(model: nn.Module) -> str:
+    config = text_config(model)
+    impl = getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
+    return str(impl or "eager")
+
+
+def rmsnorm_eps(norm: nn.Module) -> Optional[float]:
+    """The epsilon of an RMSNorm module (``variance_epsilon`` in Llama-style, ``eps`` in Gemma-style)."""
+    for name in ("variance_epsilon", "eps"):
+        value = getattr(norm, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def final_logit_softcap(model: nn.Module) -> Optional[float]:
+    """The soft-capping of the output logits (Gemma 2), or ``None``."""
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    return float(cap) if cap is not None else None
+
+
+def generation_pad_id(model: nn.Module) -> Optional[int]:
+    gen = getattr(model, "generation_config", None)
+    for source in (gen, text_config(model), model.config):
+        value = getattr(source, "pad_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def generation_eos_id(model: nn.Module) -> Optional[int]:
+    gen = getattr(model, "generation_config", None)
+    for source in (gen, text_config(model), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if isinstance(value, int):
+            return value
+    return None
+
+

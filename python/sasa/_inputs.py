@@ -1,0 +1,78 @@
+"""Checks on the inputs of ``features`` / ``score`` / ``generate``, done before any compute."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+
+def check_inputs(inputs: Mapping[str, Any], device: torch.device, pad_id: Optional[int]) -> tuple[int, int]:
+    """Validate model inputs; return ``(batch, prompt_length)``.
+
+    Raises ValueError/TypeError naming the argument: no ``input_ids``/``inputs_embeds``, an empty
+    batch or prompt, a row with no tokens, padding (``pad_id`` at either end) without an
+    ``attention_mask``, or any tensor on a device other than the model's.
+    """
+    for name, value in inputs.items():
+        if isinstance(value, Tensor) and not _same_device(value.device, device):
+            raise ValueError(
+                f"{name}: is on device {value.device} but the model is on {device}; move the inputs "
+                "to the model's device first"
+            )
+    ids = inputs.get("input_ids")
+    embeds = inputs.get("inputs_embeds")
+    if ids is None and embeds is None:
+        raise ValueError("inputs: expected input_ids (or inputs_embeds), got neither")
+    if ids is not None:
+        if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
+            raise TypeError(f"input_ids: expected an integer tensor [B, T], got {_describe(ids)}")
+        batch, length = ids.shape
+    else:
+        if not isinstance(embeds, Tensor) or embeds.dim() != 3:
+            raise TypeError(f"inputs_embeds: expected a tensor [B, T, d], got {_describe(embeds)}")
+        batch, length = embeds.shape[:2]
+    if batch == 0:
+        raise ValueError("inputs: empty batch (batch size 0)")
+    if length == 0:
+        raise ValueError("inputs: empty prompt (sequence length 0)")
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        if ids is not None and pad_id is not None and bool(((ids[:, 0] == pad_id) | (ids[:, -1] == pad_id)).any()):
+            raise ValueError(
+                f"attention_mask: input_ids contain padding (pad token id {pad_id} at a sequence end) but "
+                "no attention_mask was given; pass the tokenizer's attention_mask"
+            )
+        return batch, length
+    if not isinstance(mask, Tensor) or mask.shape != (batch, length):
+        raise ValueError(f"attention_mask: expected shape [{batch}, {length}], got {_describe(mask)}")
+    empty = (mask == 0).all(dim=1)
+    if bool(empty.any()):
+        rows = empty.nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask: row(s) {rows} have no tokens (all padding)")
+    return batch, length
+
+
+def last_positions(inputs: Mapping[str, Any], batch: int, length: int, device: torch.device) -> Tensor:
+    """Index of each row's last real (non-padding) token; works for left and right padding."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
+    idx = torch.arange(1, length + 1, device=mask.device)
+    return ((mask != 0).long() * idx).max(dim=1).values.sub(1).to(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    # "cuda" and "cuda:0" name the same device when the current device is 0.
+    ia = a.index if a.index is not None else (torch.cuda.current_device() if a.type == "cuda" else None)
+    ib = b.index if b.index is not None else (torch.cuda.current_device() if b.type == "cuda" else None)
+    return ia == ib
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return type(value).__name__

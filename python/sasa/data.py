@@ -1,0 +1,132 @@
+"""Labelled prompt manifests (JSONL) and turning their rows into model inputs.
+
+One JSON object per line::
+
+    {"prompt": "How do I bake bread?", "label": 0}
+    {"prompt": "Describe the image.", "label": 1, "image": "imgs/a.png", "category": "weapons"}
+
+``prompt`` (str) and ``label`` (0 benign, 1 harmful) are required; ``image`` is a path relative to
+the manifest; ``category`` names the harm category of a harmful row. Blank lines and lines starting
+with ``#`` are skipped. Errors name the file and line number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+PathLike = Union[str, Path]
+_FIELDS = {"prompt", "label", "image", "category"}
+
+
+class ManifestError(ValueError):
+    """A manifest file is missing, unreadable or has a bad line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    label: int
+    image: Optional[Path] = None
+    category: Optional[str] = None
+    line: int = 0
+
+
+def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Example]:
+    """Parse a JSONL manifest; raise :class:`ManifestError` naming the line of the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    examples = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{where}: not valid JSON ({err.msg})") from err
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        unknown = sorted(set(obj) - _FIELDS)
+        if unknown:
+            raise ManifestError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(_FIELDS)}")
+        prompt = obj.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ManifestError(f"{where}: 'prompt' must be a non-empty string")
+        label = obj.get("label")
+        if label is None and not require_labels:
+            label = -1
+        elif isinstance(label, bool) or label not in (0, 1):
+            raise ManifestError(f"{where}: 'label' must be 0 (benign) or 1 (harmful), got {label!r}")
+        image = obj.get("image")
+        if image is not None:
+            if not isinstance(image, str):
+                raise ManifestError(f"{where}: 'image' must be a path string")
+            image = (path.parent / image).resolve()
+            if not image.is_file():
+                raise ManifestError(f"{where}: image {image} not found")
+        category = obj.get("category")
+        if category is not None and not (isinstance(category, str) and category):
+            raise ManifestError(f"{where}: 'category' must be a non-empty string")
+        examples.append(Example(prompt, int(label), image, category, number))
+    if not examples:
+        raise ManifestError(f"{path}: no examples")
+    return examples
+
+
+def has_chat_template(processor: Any) -> bool:
+    template = getattr(processor, "chat_template", None)
+    if template is None and hasattr(processor, "tokenizer"):
+        template = getattr(processor.tokenizer, "chat_template", None)
+    return bool(template)
+
+
+def format_prompt(processor: Any, prompt: str, *, with_image: bool, raw: bool = False) -> str:
+    """The text fed to the processor: the chat template (with an image placeholder) unless ``raw``."""
+    if raw or not has_chat_template(processor):
+        return prompt
+    if with_image:
+        content: Any = [{"type": "image"}, {"type": "text", "text": prompt}]
+    elif hasattr(processor, "image_processor"):
+        content = [{"type": "text", "text": prompt}]
+    else:
+        content = prompt
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_batch(processor: Any, examples: Sequence[Example], *, raw_prompt: bool = False, device: Any = None) -> dict[str, Any]:
+    """Tokenize (and load images for) a batch, left-padded, as tensors on ``device``."""
+    texts = [format_prompt(processor, e.prompt, with_image=e.image is not None, raw=raw_prompt) for e in examples]
+    kwargs: dict[str, Any] = dict(return_tensors="pt", padding=True)
+    images = [e.image for e in examples if e.image is not None]
+    if images:
+        if len(images) != len(examples):
+            raise ValueError("encode_batch: mix rows with and without images in separate batches")
+        from PIL import Image
+
+        kwargs["images"] = [Image.open(p).convert("RGB") for p in images]
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    if images:
+        batch = processor(text=texts, **kwargs)
+    else:
+        batch = tokenizer(texts, add_special_tokens=not has_chat_template(processor) or raw_prompt, **kwargs)
+    batch = dict(batch)
+    if device is not None:
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    return batch
+
+
+def batches(examples: Sequence[Example], batch_size: int) -> Iterator[list[Example]]:
+    """Batches of at most ``batch_size``; rows with and without images never share a batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    for has_image in (False, True):
+        group = [e for e in examples if (e.image is not None) == has_image]
+        for start in range(0, len(group), batch_size):
+            yield group[start:start + batch_size]

@@ -1,0 +1,100 @@
+"""Binary-classification metrics for probes, in plain torch (no scikit-learn needed).
+
+Label 1 means harmful (the positive class); a score ``>= threshold`` flags the row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ProbeMetrics:
+    """Held-out quality of one probe at its decision threshold."""
+
+    auroc: float
+    accuracy: float
+    tpr: float  #: share of harmful rows flagged
+    fpr: float  #: share of benign rows flagged
+    threshold: float
+    num_harmful: int
+    num_benign: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN with a single class."""
+    scores, labels = scores.double().reshape(-1), labels.reshape(-1).bool()
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    # Average ranks handle ties exactly: a tie between a harmful and a benign row counts 1/2.
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    unique, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    average = ends - (counts.double() - 1) / 2
+    ranks[order] = average[inverse]
+    rank_sum = float(ranks[labels].sum())
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def roc_curve(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1)."""
+    scores, labels = scores.double().reshape(-1), labels.reshape(-1).bool()
+    thresholds = torch.unique(scores, sorted=True).flip(0)
+    flagged = scores[None, :] >= thresholds[:, None]
+    tpr = (flagged & labels).sum(1).double() / max(int(labels.sum()), 1)
+    fpr = (flagged & ~labels).sum(1).double() / max(int((~labels).sum()), 1)
+    zero = torch.zeros(1, dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    return torch.cat([zero, fpr, one]), torch.cat([zero, tpr, one])
+
+
+def threshold_for_fpr(benign_scores: Tensor, target_fpr: float) -> float:
+    """The smallest threshold that flags at most ``target_fpr`` of ``benign_scores``.
+
+    With ``k = floor(target_fpr * n)`` benign rows allowed to be flagged, the threshold sits just
+    above the ``(k+1)``-th highest benign score, so ties never push the rate over the target.
+    The threshold is a float32 value (the dtype probabilities come in at inference), strictly
+    above that score whether it is compared in float32 or float64.
+    """
+    values = torch.sort(benign_scores.double().reshape(-1), descending=True).values
+    if values.numel() == 0:
+        raise ValueError("benign_scores: need at least one benign row to choose a threshold")
+    allowed = int(math.floor(target_fpr * values.numel() + 1e-9))
+    if allowed >= values.numel():
+        return 0.0
+    pivot = float(values[allowed])
+    above = np.float32(pivot)
+    if float(above) <= pivot:
+        above = np.nextafter(above, np.float32(np.inf))
+    return float(above)
+
+
+def metrics_at(scores: Tensor, labels: Tensor, threshold: float) -> ProbeMetrics:
+    """AUROC, accuracy, TPR and FPR of ``scores`` against ``labels`` at ``threshold``.
+
+    A NaN score counts as flagged (a guard fails closed).
+    """
+    scores, labels = scores.double().reshape(-1), labels.reshape(-1).bool()
+    flagged = (scores >= threshold) | torch.isnan(scores)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    return ProbeMetrics(
+        auroc=auroc(torch.nan_to_num(scores, nan=1.0), labels),
+        accuracy=float((flagged == labels).double().mean()) if scores.numel() else math.nan,
+        tpr=float((flagged & labels).sum()) / pos if pos else math.nan,
+        fpr=float((flagged & ~labels).sum()) / neg if neg else math.nan,
+        threshold=float(threshold),
+        num_harmful=pos,
+        num_benign=neg,
+    )

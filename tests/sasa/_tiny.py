@@ -1,0 +1,294 @@
+"""Tiny seeded models of every supported family, and padded input batches for them.
+
+Kept small (hidden 32, 4 heads, 4-6 blocks, vocab 128) so the whole directory runs in minutes on
+2 CPU cores. Token ids: 0 pad, 1 eos, 2 bos; prompts use ids 3..99; image tokens 120..127.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import transformers as T
+
+PAD, EOS, BOS = 0, 1, 2
+VOCAB = 128
+TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    pad_token_id=PAD,
+    eos_token_id=EOS,
+    bos_token_id=BOS,
+)
+TEXT_IDS = 100  # prompt token ids lie in [3, 100); image-related ids are 120..127
+LENGTHS = (10, 7, 5)  # real tokens per row of the test batch
+
+
+@dataclass
+class Tiny:
+    """A tiny model plus a batch in both padding layouts (``left`` is what generate expects)."""
+
+    family: str
+    model: Any
+    left: dict[str, torch.Tensor]
+    right: dict[str, torch.Tensor]
+    safety_layer: int = 1
+    fused_layer: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, dtype: torch.dtype) -> "Tiny":
+        """A deep copy in another dtype (inputs' float tensors converted too)."""
+        model = copy.deepcopy(self.model).to(dtype)
+
+        def conv(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
+
+        return Tiny(self.family, model, conv(self.left), conv(self.right), self.safety_layer, self.fused_layer)
+
+
+def _finish(model: Any) -> Any:
+    model.eval()
+    gen = model.generation_config
+    gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = PAD, EOS, BOS
+    gen.do_sample = False
+    return model
+
+
+def text_batch(seed: int = 1, lengths: tuple[int, ...] = LENGTHS, side: str = "left") -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), PAD, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        tokens = torch.randint(3, TEXT_IDS, (n,), generator=g)
+        sl = slice(width - n, width) if side == "left" else slice(0, n)
+        ids[row, sl] = tokens
+        mask[row, sl] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _text(family: str, config: Any, cls: Any) -> Tiny:
+    torch.manual_seed(0)
+    model = _finish(cls(config))
+    return Tiny(family, model, text_batch(side="left"), text_batch(side="right"))
+
+
+def llama() -> Tiny:
+    return _text("llama", T.LlamaConfig(**TEXT), T.LlamaForCausalLM)
+
+
+def mistral() -> Tiny:
+    # A window shorter than the prompt, so the sliding-window masks matter.
+    return _text("mistral", T.MistralConfig(**TEXT, head_dim=8, sliding_window=5), T.MistralForCausalLM)
+
+
+def qwen2() -> Tiny:
+    cfg = T.Qwen2Config(**TEXT, use_sliding_window=True, sliding_window=5, max_window_layers=2)
+    return _text("qwen2", cfg, T.Qwen2ForCausalLM)
+
+
+def qwen3() -> Tiny:
+    return _text("qwen3", T.Qwen3Config(**TEXT, head_dim=8), T.Qwen3ForCausalLM)
+
+
+def gemma2() -> Tiny:
+    cfg = T.Gemma2Config(**TEXT, head_dim=8, query_pre_attn_scalar=8, sliding_window=5)
+    cfg._attn_implementation = "eager"  # attention soft-capping: sdpa does not support it
+    return _text("gemma2", cfg, T.Gemma2ForCausalLM)
+
+
+def phi3() -> Tiny:
+    return _text("phi3", T.Phi3Config(**TEXT), T.Phi3ForCausalLM)
+
+
+TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
+    "llama": llama,
+    "mistral": mistral,
+    "qwen2": qwen2,
+    "qwen3": qwen3,
+    "gemma2": gemma2,
+    "phi3": phi3,
+}
+
+BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
+
+
+# ---------------------------------------------------------------------------- vision-language
+
+IMAGE, START, END = 120, 121, 122  # image token, and the "vision start/end" tokens where used
+IMG_SIZE = 16
+
+
+def image_batch(
+    n_image_tokens: int, side: str, *, start: int | None = None, end: int | None = None, seed: int = 1
+) -> dict[str, torch.Tensor]:
+    """Rows of different lengths, each ``text, [start], IMAGE * n, [end], text``, padded."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for before, after in ((4, 3), (2, 2), (1, 1)):
+        image = ([start] if start is not None else []) + [IMAGE] * n_image_tokens + ([end] if end is not None else [])
+        text_a = torch.randint(3, TEXT_IDS, (before,), generator=g).tolist()
+        text_b = torch.randint(3, TEXT_IDS, (after,), generator=g).tolist()
+        rows.append(text_a + image + text_b)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r)
+        mask[i, sl] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _pixels(*shape: int, seed: int = 2) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _vision_small(**kw: Any) -> dict[str, Any]:
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, **kw)
+
+
+def _vlm(family: str, model: Any, n_tokens: int, extra: Callable[[dict], dict], **layout: Any) -> Tiny:
+    model = _finish(model)
+    batches = {}
+    for side in ("left", "right"):
+        batch = image_batch(n_tokens, side, **layout)
+        batch.update(extra(batch))
+        batches[side] = batch
+    return Tiny(family, model, batches["left"], batches["right"])
+
+
+def llava() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.CLIPVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8, projection_dim=32))
+    cfg = T.LlavaConfig(
+        vision_config=vision, text_config=T.LlamaConfig(**TEXT), image_token_index=IMAGE, image_seq_length=4
+    )
+    # (16 / 8)^2 = 4 patches; the "default" feature strategy drops CLS: 4 image tokens per image.
+    return _vlm("llava", T.LlavaForConditionalGeneration(cfg), 4, lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)})
+
+
+def llava_next() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.CLIPVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8, projection_dim=32))
+    cfg = T.LlavaNextConfig(
+        vision_config=vision, text_config=T.LlamaConfig(**TEXT), image_token_index=IMAGE,
+        image_grid_pinpoints=[[16, 16], [16, 32]],
+    )
+    model = T.LlavaNextForConditionalGeneration(cfg)
+    # A 16x32 image: the any-res layout is the base view plus 2 tiles; the model's own feature
+    # packing says how many image tokens that is.
+    pixels = _pixels(3, 3, 3, IMG_SIZE, IMG_SIZE)
+    sizes = torch.tensor([[16, 32]] * 3)
+    with torch.no_grad():
+        feats = model.model.get_image_features(pixels[:1], sizes[:1])
+    feats = getattr(feats, "pooler_output", feats)
+    n_tokens = int(feats[0].shape[0])
+    return _vlm("llava_next", model, n_tokens, lambda b: {"pixel_values": pixels, "image_sizes": sizes})
+
+
+def qwen2_vl() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.Qwen2VLVisionConfig(
+        depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=4, spatial_merge_size=2, temporal_patch_size=2
+    )
+    text = T.Qwen2VLTextConfig(
+        **TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
+    )
+    cfg = T.Qwen2VLConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
+        vision_end_token_id=END, video_token_id=123,
+    )
+    model = T.Qwen2VLForConditionalGeneration(cfg)
+    return _vlm("qwen2_vl", model, 4, _qwen_pixels(model), start=START, end=END)
+
+
+def _qwen_pixels(model: Any) -> Callable[[dict], dict]:
+    # Newer releases take the processor's mm_token_type_ids (1 marks image tokens) for M-RoPE;
+    # 5.17 has no such argument.
+    takes_types = "mm_token_type_ids" in inspect.signature(model.forward).parameters
+
+    def extra(batch: dict) -> dict:
+        # One 16x16 image per row: a 4x4 grid of 4-pixel patches (x2 temporal), merged 2x2: 4 tokens.
+        rows = batch["input_ids"].shape[0]
+        out = {
+            "pixel_values": _pixels(rows * 16, 3 * 2 * 4 * 4),
+            "image_grid_thw": torch.tensor([[1, 4, 4]] * rows),
+        }
+        if takes_types:
+            out["mm_token_type_ids"] = (batch["input_ids"] == IMAGE).long()
+        return out
+
+    return extra
+
+
+def qwen2_5_vl() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.Qwen2_5_VLVisionConfig(
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+        spatial_merge_size=2, temporal_patch_size=2, window_size=8, fullatt_block_indexes=[1],
+    )
+    text = T.Qwen2_5_VLTextConfig(
+        **TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
+    )
+    cfg = T.Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
+        vision_end_token_id=END, video_token_id=123,
+    )
+    model = T.Qwen2_5_VLForConditionalGeneration(cfg)
+    return _vlm("qwen2_5_vl", model, 4, _qwen_pixels(model), start=START, end=END)
+
+
+def idefics3() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.Idefics3VisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8))
+    cfg = T.Idefics3Config(vision_config=vision, text_config=T.LlamaConfig(**TEXT), image_token_id=IMAGE, scale_factor=2)
+    # (16 / 8)^2 = 4 patches, pixel-shuffled by scale_factor 2: 1 image token per image.
+    return _vlm(
+        "idefics3", T.Idefics3ForConditionalGeneration(cfg), 1,
+        lambda b: {"pixel_values": _pixels(3, 1, 3, IMG_SIZE, IMG_SIZE)},
+    )
+
+
+def gemma3() -> Tiny:
+    torch.manual_seed(0)
+    vision = T.SiglipVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=4))
+    text = T.Gemma3TextConfig(**TEXT, head_dim=8, query_pre_attn_scalar=8, sliding_window=5)
+    cfg = T.Gemma3Config(
+        vision_config=vision, text_config=text, mm_tokens_per_image=4, image_token_index=IMAGE,
+        boi_token_index=START, eoi_token_index=END,
+    )
+
+    def extra(batch: dict) -> dict:
+        return {
+            "pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE),
+            "token_type_ids": (batch["input_ids"] == IMAGE).long(),
+        }
+
+    model = T.Gemma3ForConditionalGeneration(cfg)
+    # Gemma 3 initialises its image projection to zeros, which would make every image look the
+    # same to the language model; give it seeded random weights so images matter.
+    proj = model.model.multi_modal_projector.mm_input_projection_weight
+    with torch.no_grad():
+        proj.copy_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(5)) * 0.2)
+    # (16 / 4)^2 = 16 patches pooled to mm_tokens_per_image = 4 image tokens.
+    return _vlm("gemma3", model, 4, extra, start=START, end=END)
+
+
+VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
+    "llava": llava,
+    "llava_next": llava_next,
+    "qwen2_vl": qwen2_vl,
+    "qwen2_5_vl": qwen2_5_vl,
+    "idefics3": idefics3,
+    "gemma3": gemma3,
+}
+BUILDERS.update(VLM_FAMILIES)

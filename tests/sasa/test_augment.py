@@ -1,0 +1,114 @@
+"""The pieces the augmented pass swaps in, each against the Hugging Face module it stands in for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sasa_kernels as sk
+from sasa import _compat as C
+from sasa._augment import _put_row, can_fuse_input_norm, fused_input_norm, gather_seq
+from sasa.families import FAMILIES
+
+from . import _tiny
+
+TEXT = sorted(_tiny.TEXT_FAMILIES)
+
+
+@pytest.mark.parametrize("family", TEXT)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
+    t = _tiny.BUILDERS[family]()
+    block = C.find_decoder(t.model).layers[2].to(dtype)
+    fam = FAMILIES[family]
+    gen = torch.Generator().manual_seed(0)
+    hs = torch.randn(2, 7, 32, generator=gen).to(dtype)
+    hf = torch.randn(2, 7, 32, generator=gen).to(dtype)
+    if not can_fuse_input_norm(block, fam.llama_norm_numerics, dtype, 32):
+        # Gemma-style norms in bf16 are not fused (their rounding differs from the kernel's).
+        assert not fam.llama_norm_numerics and dtype == torch.bfloat16
+        return
+    norm = block.input_layernorm
+    h, normed = sk.project_rmsnorm(
+        hs, hf, norm.weight.detach(), norm_eps=C.rmsnorm_eps(norm), weight_offset=fam.norm_offset
+    )
+    with torch.no_grad():
+        want = norm(h)
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(normed, want, **tol)
+    # Inside the swap, the block's norm returns the kernel's result for h and defers otherwise.
+    with fused_input_norm(block, h, normed):
+        assert block.input_layernorm(h) is normed
+        other = h.clone()
+        torch.testing.assert_close(block.input_layernorm(other), want, **tol)
+    assert block.input_layernorm is norm
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_block_with_fused_norm_equals_block_unfused(family):
+    t = _tiny.BUILDERS[family]()
+    decoder = C.find_decoder(t.model)
+    fam = FAMILIES[family]
+    # Reuse the arguments the model's forward gives block 2 (its mask, rotary tables, ...).
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen.setdefault("kw", dict(kwargs))
+
+    handle = decoder.layers[2].register_forward_pre_hook(grab, with_kwargs=True)
+    with torch.no_grad():
+        t.model(**t.right)
+    handle.remove()
+    kwargs = {k: (None if C.is_cache(v) else v) for k, v in seen["kw"].items()}
+    gen = torch.Generator().manual_seed(1)
+    hs, hf = torch.randn(2, 3, 10, 32, generator=gen).unbind(0)
+    hs, hf = hs.contiguous(), hf.contiguous()
+    block = decoder.layers[2]
+    norm = block.input_layernorm
+    h, normed = sk.project_rmsnorm(hs, hf, norm.weight.detach(), norm_eps=C.rmsnorm_eps(norm), weight_offset=fam.norm_offset)
+    with torch.no_grad():
+        plain = C.block_output(block(sk.project(hs, hf), **kwargs))
+        with fused_input_norm(block, h, normed):
+            fused = C.block_output(block(h, **kwargs))
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_gather_seq_and_put_row():
+    x = torch.arange(2 * 5 * 3).view(2, 5, 3)
+    pos = torch.tensor([4, 1])
+    assert torch.equal(gather_seq(x, pos, -2)[:, 0], torch.stack([x[0, 4], x[1, 1]]))
+    # broadcast batch dim and leading dims (Qwen2-VL's [3, B, T, D] rotary tables)
+    y = torch.arange(3 * 1 * 5 * 2).view(3, 1, 5, 2)
+    got = gather_seq(y, pos, -2)
+    assert got.shape == (3, 2, 1, 2) and torch.equal(got[:, 1, 0], y[:, 0, 1])
+    # masks: batch is dim 0, the query dim is -2
+    mask = torch.arange(2 * 1 * 5 * 5).view(2, 1, 5, 5)
+    assert torch.equal(gather_seq(mask, pos, -2, batch_dim=0)[1, 0, 0], mask[1, 0, 1])
+    full = torch.zeros(2, 2, 5, 4)
+    new = torch.ones(2, 2, 1, 4)
+    out = _put_row(full, new, pos)
+    assert out[0, :, 4].eq(1).all() and out[1, :, 1].eq(1).all() and out.sum() == 16
+    assert full.sum() == 0  # out of place
+
+
+@pytest.mark.parametrize("scope", ["all", "last"])
+def test_guard_uses_the_fused_norm_for_block_s_plus_1(monkeypatch, scope):
+    """The augmented pass really feeds block s+1 the kernel's fused norm (not a silent fallback)."""
+    from sasa import SASAConfig, apply_sasa
+    from sasa import _augment
+
+    hits = []
+    real_forward = _augment._Precomputed.forward
+
+    def spy(self, x):
+        hits.append(x is self.source)
+        return real_forward(self, x)
+
+    monkeypatch.setattr(_augment._Precomputed, "forward", spy)
+    t = _tiny.llama()
+    guard = apply_sasa(t.model, SASAConfig(1, 2, scope=scope))
+    try:
+        guard.features(**t.left)
+    finally:
+        guard.remove()
+    assert hits == [True]
