@@ -100,6 +100,13 @@ def _write_config_header(directory: str, torch_version: str) -> None:
             f.write(text)
 
 
+def _openmp_flag(torch) -> str | None:
+    """The compiler flag for OpenMP when torch parallelizes with OpenMP (``None`` otherwise)."""
+    if sys.platform == "win32" or "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    return "-fopenmp"
+
+
 def _extension_setup():
     """``(ext_modules, cmdclass)`` for the compiled extension, or ``([], {})`` for pure Python."""
     if _flag("SASA_SKIP_BUILD"):
@@ -138,8 +145,13 @@ def _extension_setup():
     # -g0: Python's CFLAGS carry -g; debug info would triple the library's size and link time.
     # -ffp-contract=off: no FMA contraction where the reference rounds a product before adding.
     cxx_flags = ["/O2"] if sys.platform == "win32" else ["-O3", "-g0", "-ffp-contract=off"]
+    # at::parallel_for is inlined from ATen's headers: with torch's OpenMP backend it only runs in
+    # parallel when the extension itself is compiled and linked with OpenMP (else it is serial).
+    openmp = _openmp_flag(torch)
+    if openmp:
+        cxx_flags.append(openmp)
     sources = list(CPP_SOURCES)
-    kwargs = {"include_dirs": [gen_dir, os.path.join(HERE, CSRC)]}
+    kwargs = {"include_dirs": [gen_dir, os.path.join(HERE, CSRC)], "extra_link_args": [openmp] if openmp else []}
     if with_cuda:
         cxx_flags.append("-DSASA_WITH_CUDA")
         sources += CUDA_SOURCES
