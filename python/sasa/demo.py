@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
@@ -34,18 +34,21 @@ EXAMPLES = [
 ]
 
 
-def build_tokenizer(texts: Iterable[str]) -> Any:
-    """A word-level ``PreTrainedTokenizerFast`` trained offline on ``texts`` (with a chat template)."""
+def build_tokenizer(texts: Iterable[str], extra_special_tokens: Sequence[str] = ()) -> Any:
+    """A word-level ``PreTrainedTokenizerFast`` trained offline on ``texts`` (with a chat template).
+
+    ``extra_special_tokens`` (e.g. ``"<image>"``) are added as unsplittable special tokens.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.WordLevel(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.train_from_iterator(list(texts) + ["i can't help with that . sorry , but"],
-                             trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
+                             trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS + list(extra_special_tokens)))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        padding_side="left",
+        padding_side="left", additional_special_tokens=list(extra_special_tokens) or None,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
