@@ -22,6 +22,14 @@ FILLER = ["how", "do", "i", "bake", "bread", "plant", "tomatoes", "fix", "tyre",
           "wall", "write", "letter", "train", "puppy", "brew", "tea", "plan", "party", "tonight", "guide"]
 
 
+def planted_prompt(rng: random.Random, label: int) -> str:
+    """3 to 6 everyday words; a harmful row (label 1) gets two trigger words anywhere among them."""
+    words = rng.choices(FILLER, k=rng.randint(3, 6))
+    for _ in range(2 * label):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(TRIGGERS))
+    return " ".join(words)
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "sasa.cli", *args], capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
@@ -36,11 +44,8 @@ def workspace(tmp_path_factory):
     rng = random.Random(0)
     lines = []
     for i in range(ROWS):
-        words = rng.choices(FILLER, k=rng.randint(3, 6))
         label = i % 2
-        for _ in range(2 * label):  # two trigger words anywhere in a harmful row
-            words.insert(rng.randrange(len(words) + 1), rng.choice(TRIGGERS))
-        lines.append(json.dumps({"prompt": " ".join(words), "label": label}))
+        lines.append(json.dumps({"prompt": planted_prompt(rng, label), "label": label}))
     manifest = root / "planted.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     return root, model_dir, manifest

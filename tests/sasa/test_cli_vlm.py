@@ -15,7 +15,7 @@ import torch
 import transformers as T
 
 from sasa.demo import build_tokenizer
-from tests.sasa.test_cli import FILLER, TRIGGERS, run_cli
+from tests.sasa.test_cli import FILLER, TRIGGERS, planted_prompt, run_cli
 
 IMAGE_TOKEN = "<image>"
 CHAT_TEMPLATE = (
@@ -64,11 +64,9 @@ def llava_workspace(tmp_path_factory):
     lines = []
     for i in range(ROWS):
         label = i % 2
-        words = pyrng.choices(FILLER, k=pyrng.randint(3, 6))
-        for _ in range(2 * label):
-            words.insert(pyrng.randrange(len(words) + 1), pyrng.choice(TRIGGERS))
         _image(bool(label), rng).save(root / "images" / f"{i}.png")
-        lines.append(json.dumps({"prompt": " ".join(words), "label": label, "image": f"images/{i}.png"}))
+        prompt = planted_prompt(pyrng, label)
+        lines.append(json.dumps({"prompt": prompt, "label": label, "image": f"images/{i}.png"}))
     manifest = root / "planted_images.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     return root, model_dir, manifest
