@@ -27,10 +27,11 @@ class CalibrationReport:
     plots: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"{'probe':<16}{'AUROC':>8}{'acc':>8}{'TPR':>8}{'FPR':>8}{'thresh':>9}{'n(h/b)':>10}"]
+        width = max(16, *(len(name) + 2 for name in self.metrics))
+        lines = [f"{'probe':<{width}}{'AUROC':>8}{'acc':>8}{'TPR':>8}{'FPR':>8}{'thresh':>9}{'n(h/b)':>10}"]
         for name, m in self.metrics.items():
             lines.append(
-                f"{name:<16}{m.auroc:>8.3f}{m.accuracy:>8.3f}{m.tpr:>8.3f}{m.fpr:>8.3f}{m.threshold:>9.4f}"
+                f"{name:<{width}}{m.auroc:>8.3f}{m.accuracy:>8.3f}{m.tpr:>8.3f}{m.fpr:>8.3f}{m.threshold:>9.4f}"
                 f"{f'{m.num_harmful}/{m.num_benign}':>10}"
             )
         return "\n".join(lines)

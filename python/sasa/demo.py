@@ -123,12 +123,13 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
     guard = apply_sasa(model, probe=probe, tokenizer=tokenizer)
     try:
         inputs = encode_batch(tokenizer, [Example(p, -1) for p in EXAMPLES])
-        scores = guard.score(**inputs)
-        scores = scores if scores.dim() == 1 else scores[:, 0]
-        flagged = probe.decide(scores.reshape(len(EXAMPLES), -1))
-        print(f"\n{'prompt':<58}{'score':>8}  decision")
-        for prompt, score, flag in zip(EXAMPLES, scores.tolist(), flagged.tolist()):
-            print(f"{prompt:<58}{score:>8.3f}  {'REFUSE' if flag else 'pass'}")
+        probs = guard.score(**inputs).reshape(len(EXAMPLES), -1)
+        fired = probs >= probe.threshold
+        flagged = probe.decide(probs)
+        print(f"\n{'prompt':<58}{probe.categories[0] + ' score':>10}  decision  (probes at or over threshold)")
+        for prompt, p, hits, flag in zip(EXAMPLES, probs, fired, flagged.tolist()):
+            names = ", ".join(n for n, hit in zip(probe.categories, hits.tolist()) if hit)
+            print(f"{prompt:<58}{float(p[0]):>10.3f}  {'REFUSE' if flag else 'pass':<8}  {names}")
 
         one = encode_batch(tokenizer, [Example(EXAMPLES[0], -1)])
         gen = dict(max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)

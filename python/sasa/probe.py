@@ -143,10 +143,20 @@ class SASAProbe:
         return torch.sigmoid(features.float() @ w.T + self.bias.to(features.device))
 
     def decide(self, probabilities: Tensor) -> Tensor:
-        """Bool ``[N]``: flagged when any probe's probability reaches its threshold, or is NaN."""
+        """Bool ``[N]``: flagged when any probe's probability reaches its threshold, or is NaN.
+
+        ``probabilities`` is ``[N, C]`` (``[N]`` is accepted for a single probe).
+        """
+        if probabilities.dim() == 1 and self.num_probes == 1:
+            probabilities = probabilities[:, None]
+        if probabilities.dim() != 2 or probabilities.shape[1] != self.num_probes:
+            raise ValueError(
+                f"probabilities: expected shape [N, {self.num_probes}] (one column per probe), "
+                f"got {list(probabilities.shape)}"
+            )
         thr = self.threshold.to(probabilities.device)
         hit = (probabilities >= thr) | torch.isnan(probabilities)
-        return hit.reshape(probabilities.shape[0], -1).any(dim=1)
+        return hit.any(dim=1)
 
     # --- fitting --------------------------------------------------------------------------------
 

@@ -74,6 +74,19 @@ def test_decide_flags_nan():
     probe = SASAProbe.fit(x, y)
     probs = torch.tensor([[float("nan")], [0.0]])
     assert probe.decide(probs).tolist() == [True, False]
+    assert probe.decide(probs[:, 0]).tolist() == [True, False]  # [N] for a single probe
+
+
+def test_decide_refuses_a_width_that_would_broadcast():
+    g = torch.Generator().manual_seed(2)
+    y = torch.arange(90) % 3
+    cats = [None if v == 0 else ("a" if v == 1 else "b") for v in y.tolist()]
+    probe = SASAProbe.fit(torch.randn(90, 6, generator=g), (y > 0).long(), categories=cats)
+    assert probe.num_probes == 3
+    with pytest.raises(ValueError, match=r"probabilities: expected shape \[N, 3\]"):
+        probe.decide(torch.rand(5, 1))  # one column against three thresholds
+    with pytest.raises(ValueError, match="probabilities"):
+        probe.decide(torch.rand(5))
 
 
 @pytest.mark.parametrize(
