@@ -90,3 +90,21 @@ def test_cuda_graph_capture_and_replay(backend):
         torch.cuda.synchronize()
     for a, e in zip(captured, expected):
         torch.testing.assert_close(a, e)
+
+
+def test_inference_only_backward_raises_instead_of_a_silent_zero_gradient():
+    x = torch.randn(2, 8, requires_grad=True)
+    w = torch.ones(8)
+    outputs = [
+        sk.project(x, x.detach()),
+        sk.project_rmsnorm(x, x.detach(), w)[1],
+        sk.probe(x, torch.randn(3, 8)),
+    ]
+    for out in outputs:
+        assert out.requires_grad
+        with pytest.raises(RuntimeError, match="inference-only and has no gradient"):
+            out.sum().backward()
+    with torch.no_grad():
+        assert not sk.project(x, x).requires_grad
+    with torch.inference_mode():
+        assert not sk.project(x, x).requires_grad
