@@ -719,9 +719,12 @@ def plot_sweep(
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", fontsize=9, ncol=min(len(labels), 6), frameon=False)
+    # A narrow (one-panel) figure gets a two-column legend so long labels are not cut off.
+    legend_cols = min(len(labels), 6 if ncols > 1 else 2)
+    fig.legend(handles, labels, loc="lower center", fontsize=9, ncol=legend_cols, frameon=False)
     fig.suptitle(f"{title}\n{machine}" if machine else title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 if nrows == 2 else 0.1, 1, 1))
+    legend_rows = -(-len(labels) // legend_cols)
+    fig.tight_layout(rect=(0, (0.06 if nrows == 2 else 0.1) * legend_rows, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
