@@ -25,6 +25,7 @@ from ._capture import Capture, NormalPass
 from ._inputs import check_inputs, last_positions
 from ._probe import ProbeTensors, fold_into_hidden, probe_tensors
 from .config import SASAConfig
+from .metrics import flag_rows
 from .probe import SASAProbe
 from .families import Family, family_of
 
@@ -286,16 +287,12 @@ class SASAGuard:
 
     def _decide(self, probs: Tensor, probe: ProbeTensors) -> Tensor:
         threshold = probe.threshold if probe.threshold is not None else torch.tensor(self.config.threshold)
-        threshold = threshold.to(probs.device)
+        flagged = flag_rows(probs, threshold, fail_closed=self.config.fail_closed)
         nan = torch.isnan(probs).any(dim=1)
-        flagged = (probs >= threshold).any(dim=1)
         if bool(nan.any()):
             rows = nan.nonzero().flatten().tolist()
-            if self.config.fail_closed:
-                logger.warning("sasa: NaN score for row(s) %s; flagged (fail_closed=True)", rows)
-                flagged = flagged | nan
-            else:
-                logger.warning("sasa: NaN score for row(s) %s; passed (fail_closed=False)", rows)
+            outcome = "flagged (fail_closed=True)" if self.config.fail_closed else "passed (fail_closed=False)"
+            logger.warning("sasa: NaN score for row(s) %s; %s", rows, outcome)
         return flagged
 
     def _write_refusals(self, sequences: Tensor, flagged: Tensor, prompt_width: int) -> Tensor:

@@ -29,6 +29,19 @@ class ProbeMetrics:
         return asdict(self)
 
 
+def flag_rows(probabilities: Tensor, threshold: Tensor | float, *, fail_closed: bool = True) -> Tensor:
+    """The guard's decision rule: bool ``[N]`` for probabilities ``[N, C]``.
+
+    A row is flagged when any probe's probability reaches its threshold (``[C]`` or a scalar). A
+    NaN probability flags its row when ``fail_closed`` (the guard fails closed by default).
+    """
+    threshold = torch.as_tensor(threshold, dtype=probabilities.dtype, device=probabilities.device)
+    hit = probabilities >= threshold
+    if fail_closed:
+        hit = hit | torch.isnan(probabilities)
+    return hit.any(dim=1)
+
+
 def auroc(scores: Tensor, labels: Tensor) -> float:
     """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN with a single class."""
     scores, labels = scores.double().reshape(-1), labels.reshape(-1).bool()
@@ -87,7 +100,7 @@ def metrics_at(scores: Tensor, labels: Tensor, threshold: float) -> ProbeMetrics
     A NaN score counts as flagged (a guard fails closed).
     """
     scores, labels = scores.double().reshape(-1), labels.reshape(-1).bool()
-    flagged = (scores >= threshold) | torch.isnan(scores)
+    flagged = flag_rows(scores[:, None], threshold)
     pos, neg = int(labels.sum()), int((~labels).sum())
     return ProbeMetrics(
         auroc=auroc(torch.nan_to_num(scores, nan=1.0), labels),

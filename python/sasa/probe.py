@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .config import FEATURES, SASAConfig
-from .metrics import ProbeMetrics, metrics_at, threshold_for_fpr
+from .metrics import ProbeMetrics, flag_rows, metrics_at, threshold_for_fpr
 
 WEIGHTS_FILE = "probe.safetensors"
 CONFIG_FILE = "sasa_config.json"
@@ -154,9 +154,7 @@ class SASAProbe:
                 f"probabilities: expected shape [N, {self.num_probes}] (one column per probe), "
                 f"got {list(probabilities.shape)}"
             )
-        thr = self.threshold.to(probabilities.device)
-        hit = (probabilities >= thr) | torch.isnan(probabilities)
-        return hit.any(dim=1)
+        return flag_rows(probabilities, self.threshold)
 
     # --- fitting --------------------------------------------------------------------------------
 
