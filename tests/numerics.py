@@ -62,19 +62,19 @@ def assert_matches_reference(
         )
 
 
+def _nan_empty(*args, **kwargs) -> torch.Tensor:
+    return torch.empty(*args, **kwargs).fill_(float("nan"))
+
+
+def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every op output start as NaN so an element a kernel does not write fails the test."""
+    monkeypatch.setattr(_ops, "_empty", _nan_empty)
+
+
 @pytest.fixture
 def poisoned_outputs(monkeypatch):
-    """Make every op output start as NaN so an element a kernel does not write fails the test."""
-
-    def nan_empty(*args, **kwargs):
-        out = torch.empty(*args, **kwargs)
-        return out.fill_(float("nan"))
-
-    monkeypatch.setattr(_ops, "_empty", nan_empty)
-
-
-def cpu_backends() -> list[str]:
-    return sk.backends("cpu")
+    """:func:`poison_outputs` as a fixture."""
+    poison_outputs(monkeypatch)
 
 
 def backend_params() -> list:

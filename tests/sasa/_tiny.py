@@ -196,19 +196,22 @@ def llava_next() -> Tiny:
 
 
 def qwen2_vl() -> Tiny:
+    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=4, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    return _qwen_vl("qwen2_vl", T.Qwen2VLVisionConfig, vision, T.Qwen2VLTextConfig, T.Qwen2VLConfig,
+                    T.Qwen2VLForConditionalGeneration)
+
+
+def _qwen_vl(family: str, vision_cls: Any, vision: dict, text_cls: Any, config_cls: Any, model_cls: Any) -> Tiny:
+    """Qwen2-VL and Qwen2.5-VL differ only in their classes and vision settings (3-D M-RoPE text)."""
     torch.manual_seed(0)
-    vision = T.Qwen2VLVisionConfig(
-        depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=4, spatial_merge_size=2, temporal_patch_size=2
-    )
-    text = T.Qwen2VLTextConfig(
-        **TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
-    )
-    cfg = T.Qwen2VLConfig(
-        vision_config=vision, text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
+    text = text_cls(**TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]})
+    cfg = config_cls(
+        vision_config=vision_cls(**vision), text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
         vision_end_token_id=END, video_token_id=123,
     )
-    model = T.Qwen2VLForConditionalGeneration(cfg)
-    return _vlm("qwen2_vl", model, 4, _qwen_pixels(model), start=START, end=END)
+    model = model_cls(cfg)
+    return _vlm(family, model, 4, _qwen_pixels(model), start=START, end=END)
 
 
 def _qwen_pixels(model: Any) -> Callable[[dict], dict]:
@@ -231,20 +234,10 @@ def _qwen_pixels(model: Any) -> Callable[[dict], dict]:
 
 
 def qwen2_5_vl() -> Tiny:
-    torch.manual_seed(0)
-    vision = T.Qwen2_5_VLVisionConfig(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
-        spatial_merge_size=2, temporal_patch_size=2, window_size=8, fullatt_block_indexes=[1],
-    )
-    text = T.Qwen2_5_VLTextConfig(
-        **TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
-    )
-    cfg = T.Qwen2_5_VLConfig(
-        vision_config=vision, text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
-        vision_end_token_id=END, video_token_id=123,
-    )
-    model = T.Qwen2_5_VLForConditionalGeneration(cfg)
-    return _vlm("qwen2_5_vl", model, 4, _qwen_pixels(model), start=START, end=END)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=8, fullatt_block_indexes=[1])
+    return _qwen_vl("qwen2_5_vl", T.Qwen2_5_VLVisionConfig, vision, T.Qwen2_5_VLTextConfig, T.Qwen2_5_VLConfig,
+                    T.Qwen2_5_VLForConditionalGeneration)
 
 
 def idefics3() -> Tiny:

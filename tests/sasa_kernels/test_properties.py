@@ -8,8 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sasa_kernels as sk
-from sasa_kernels import _ops
-from tests.numerics import assert_matches_reference
+from tests.numerics import assert_matches_reference, poison_outputs
 
 # Decimal exponent ranges that keep every output finite in the dtype (a residual projection can
 # reach a few times |hs|), while still spanning tiny and huge values.
@@ -39,17 +38,13 @@ def project_inputs(draw):
     return hs, hf, dict(mode=mode, coef=coef, eps=eps)
 
 
-def _poisoned(monkeypatch_ctx):
-    monkeypatch_ctx.setattr(_ops, "_empty", lambda *a, **k: torch.empty(*a, **k).fill_(float("nan")))
-
-
 @pytest.mark.parametrize("backend", sk.backends("cpu"))
 @SETTINGS
 @given(data=project_inputs())
 def test_project_property(backend, data):
     hs, hf, kwargs = data
     with pytest.MonkeyPatch.context() as mp, sk.use_backend(backend):
-        _poisoned(mp)
+        poison_outputs(mp)
         out = sk.project(hs, hf, **kwargs)
     assert torch.isfinite(out).all()
     assert_matches_reference(out, sk.reference.project, (hs, hf), kwargs)
@@ -63,7 +58,7 @@ def test_project_rmsnorm_property(backend, data, offset):
     w = torch.linspace(-2, 2, hs.shape[-1]).to(hs.dtype)
     kwargs = dict(kwargs, norm_eps=1e-6, weight_offset=offset)
     with pytest.MonkeyPatch.context() as mp, sk.use_backend(backend):
-        _poisoned(mp)
+        poison_outputs(mp)
         out = sk.project_rmsnorm(hs, hf, w, **kwargs)
     assert_matches_reference(out, sk.reference.project_rmsnorm, (hs, hf, w), kwargs)
 
@@ -89,7 +84,7 @@ def test_probe_property(backend, batch, seq, d, num_probes, exponent, with_norm,
     norm_weight = torch.rand(d, generator=g).to(dtype) if with_norm else None
     kwargs = dict(positions=positions, norm_weight=norm_weight, activation="none")
     with pytest.MonkeyPatch.context() as mp, sk.use_backend(backend):
-        _poisoned(mp)
+        poison_outputs(mp)
         out = sk.probe(hidden, weight, bias, **kwargs)
     assert out.shape == (batch, num_probes)
     assert_matches_reference(out, sk.reference.probe, (hidden, weight, bias), kwargs)
