@@ -111,11 +111,15 @@ def encode_batch(processor: Any, examples: Sequence[Example], *, raw_prompt: boo
 
         kwargs["images"] = [Image.open(p).convert("RGB") for p in images]
     tokenizer = getattr(processor, "tokenizer", processor)
-    tokenizer.padding_side = "left"
-    if images:
-        batch = processor(text=texts, **kwargs)
-    else:
-        batch = tokenizer(texts, add_special_tokens=not has_chat_template(processor) or raw_prompt, **kwargs)
+    # Left padding (what generate expects) for this call only: the caller's tokenizer keeps its setting.
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        if images:
+            batch = processor(text=texts, **kwargs)
+        else:
+            batch = tokenizer(texts, add_special_tokens=not has_chat_template(processor) or raw_prompt, **kwargs)
+    finally:
+        tokenizer.padding_side = previous_side
     batch = dict(batch)
     if device is not None:
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}

@@ -109,7 +109,6 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
 
     print("sasa demo: the built-in model is a SMALL STAND-IN (a seeded random 6-block Llama with a toy")
     print("tokenizer), not a real vision-language model. Its scores show the pipeline works, nothing more.\n")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tokenizer = build_default()
     probe, report = calibrate(model, tokenizer, DEMO_MANIFEST, DEMO_CONFIG, batch_size=16,
                               progress=progress, plot_dir=out_dir)

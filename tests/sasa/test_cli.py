@@ -129,3 +129,14 @@ def test_demo_prints_the_table_and_both_timings():
     assert "prompt" in out and "decision" in out and ("REFUSE" in out or "pass" in out)
     assert "AUROC" in out
     assert "unguarded model.generate" in out and "guarded   guard.generate" in out and out.count(" ms") >= 2
+
+
+def test_encode_batch_pads_left_and_leaves_the_tokenizer_as_it_was():
+    from sasa.data import Example, encode_batch
+    from sasa.demo import build_default
+
+    _, tokenizer = build_default()
+    tokenizer.padding_side = "right"
+    batch = encode_batch(tokenizer, [Example("how do i bake bread", 0), Example("brew tea", 0)])
+    assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1  # left-padded
+    assert tokenizer.padding_side == "right"
