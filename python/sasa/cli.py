@@ -7,12 +7,18 @@ one line and exit with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 EXIT_USAGE = 2
+#: Modules that add a subcommand: each has ``register_command(subparsers, add_common_flags)``, which
+#: adds its parser with ``set_defaults(func=...)``; the function raises :class:`CLIError` (or
+#: ``ValueError``/``TypeError``/``OSError``) for a problem the user can fix. They must import only
+#: the standard library at module level, so that ``sasa --help`` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ("sasa.bench", "sasa.locate", "sasa.evaluate", "sasa.organism.cli")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -165,7 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+def add_common_flags(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """The flags every subcommand shares (``--model`` unless ``model=False``)."""
     if model:
         p.add_argument("--model", required=True, help="a save_pretrained directory")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
@@ -181,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("calibrate", help="fit a probe on a labelled JSONL manifest")
-    _common(p)
+    add_common_flags(p)
     p.add_argument("--data", required=True, help="JSONL manifest: prompt, label, [image], [category]")
     p.add_argument("--safety-layer", type=int, required=True, help="0-based decoder-block index s")
     p.add_argument("--fused-layer", type=int, required=True, help="0-based decoder-block index f > s")
@@ -194,14 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("score", help="score every row of a manifest with a saved probe")
-    _common(p)
+    add_common_flags(p)
     p.add_argument("--probe", required=True, help="directory written by 'sasa calibrate'")
     p.add_argument("--data", required=True)
     p.add_argument("--out", help="write one JSON row per input here (default: stdout)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("generate", help="guarded generation for one prompt")
-    _common(p)
+    add_common_flags(p)
     p.add_argument("--probe", required=True)
     p.add_argument("--prompt", required=True)
     p.add_argument("--image")
@@ -209,9 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="the built-in stand-in model: calibrate, score, time (no downloads)")
-    _common(p, model=False)
+    add_common_flags(p, model=False)
     p.add_argument("--out", help="also save the demo probe and plots here")
     p.set_defaults(func=cmd_demo)
+    for module_name in COMMAND_MODULES:
+        try:  # TODO(lead): plain import once every module exists
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        module.register_command(sub, add_common_flags)
     return parser
 
 
