@@ -6,7 +6,9 @@ One JSON object per line::
     {"prompt": "Describe the image.", "label": 1, "image": "imgs/a.png", "category": "weapons"}
 
 ``prompt`` (str) and ``label`` (0 benign, 1 harmful) are required; ``image`` is a path relative to
-the manifest; ``category`` names the harm category of a harmful row. Blank lines and lines starting
+the manifest; ``category`` names the harm category of a harmful row; ``text_only`` is the same
+request with the image's content written as words (for ``sasa locate``'s fusion analysis);
+``carrier`` says what carries the request's meaning, ``"text"`` or ``"image"``. Blank lines and lines starting
 with ``#`` are skipped. Errors name the file and line number.
 """
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
-_FIELDS = {"prompt", "label", "image", "category"}
+_FIELDS = {"prompt", "label", "image", "category", "text_only", "carrier"}
+CARRIERS = ("text", "image")
 
 
 class ManifestError(ValueError):
@@ -32,6 +35,8 @@ class Example:
     image: Optional[Path] = None
     category: Optional[str] = None
     line: int = 0
+    text_only: Optional[str] = None
+    carrier: Optional[str] = None
 
 
 def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Example]:
@@ -72,7 +77,13 @@ def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Exampl
         category = obj.get("category")
         if category is not None and not (isinstance(category, str) and category):
             raise ManifestError(f"{where}: 'category' must be a non-empty string")
-        examples.append(Example(prompt, int(label), image, category, number))
+        text_only = obj.get("text_only")
+        if text_only is not None and not (isinstance(text_only, str) and text_only.strip()):
+            raise ManifestError(f"{where}: 'text_only' must be a non-empty string")
+        carrier = obj.get("carrier")
+        if carrier is not None and carrier not in CARRIERS:
+            raise ManifestError(f"{where}: 'carrier' must be one of {list(CARRIERS)}, got {carrier!r}")
+        examples.append(Example(prompt, int(label), image, category, number, text_only, carrier))
     if not examples:
         raise ManifestError(f"{path}: no examples")
     return examples
