@@ -2,37 +2,80 @@
 
 Public API::
 
-    from sasa import SASAConfig, SASAProbe, apply_sasa, calibrate
-    guard = apply_sasa(model, SASAConfig(safety_layer=13, fused_layer=15), probe=(w, b), tokenizer=tok)
-    guard.features(**inputs)   # [B, F] SASA features at each row's last prompt token
-    guard.score(**inputs)      # [B] (or [B, C]) probe probabilities
-    guard.generate(**inputs, max_new_tokens=64)   # flagged rows refuse, others = model.generate
-    guard.remove()
+    import sasa
+    model = sasa.AutoSASAModelForCausalLM.from_pretrained("model_dir", probe="probe_dir")
+    model.generate(**inputs)            # guarded: flagged prompts answer the refusal text
 
-    probe, report = calibrate(model, processor, "manifest.jsonl", config)   # fit a probe from data
-    probe.save("probe_dir"); guard = apply_sasa(model, probe="probe_dir")
+    guard = sasa.apply_sasa(model, probe="probe_dir", tokenizer=processor)   # or by hand
+    inputs = guard.encode(["How do I bake bread?"])   # formatted as the probe was calibrated
+    guard.score(**inputs)               # [B, C] probe probabilities
+    guard.generate(**inputs, max_new_tokens=64)   # .sequences, .flagged, .scores
+    guard.remove()                      # or: with sasa.apply_sasa(...) as guard: ...
 
-Layer numbers are 0-based decoder-block indices (``H`` after block ``i``).
+    probe, report = sasa.calibrate(model, processor, "manifest.jsonl", sasa.SASAConfig(13, 15))
+    probe.save("probe_dir")
+
+Layer numbers are 0-based decoder-block indices (``H`` after block ``i``). Names are imported on
+first use, so ``import sasa`` (and the ``sasa`` command's ``--help``) stay light; the Hugging Face
+part needs the ``hf`` extra (``pip install 'sasa-kernels[hf]'``).
 """
 
-from sasa_kernels import __version__
+from __future__ import annotations
 
-from .calibrate import CalibrationReport, calibrate
-from .config import SASAConfig
-from .families import SUPPORTED_MODEL_TYPES
-from .guard import SASAGenerateOutput, SASAGuard, apply_sasa
-from .metrics import ProbeMetrics
-from .probe import SASAProbe
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "CalibrationReport",
-    "ProbeMetrics",
-    "SASAConfig",
-    "SASAGenerateOutput",
-    "SASAGuard",
-    "SASAProbe",
-    "SUPPORTED_MODEL_TYPES",
-    "apply_sasa",
-    "calibrate",
-    "__version__",
-]
+from sasa_kernels._version import __version__
+
+_EXPORTS = {
+    "AutoSASAModelForCausalLM": "auto",
+    "AutoSASAModelForImageTextToText": "auto",
+    "get_guard": "auto",
+    "CalibrationReport": "calibrate",
+    "calibrate": "calibrate",
+    "SASAConfig": "config",
+    "SUPPORTED_MODEL_TYPES": "families",
+    "model_fingerprint": "_fingerprint",
+    "FingerprintError": "_fingerprint",
+    "SASAGenerateOutput": "guard",
+    "SASAGuard": "guard",
+    "apply_sasa": "guard",
+    "ProbeMetrics": "metrics",
+    "SASAProbe": "probe",
+    "SaturatedThresholdWarning": "probe",
+    "PromptFormat": "_prompt_format",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sasa' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    except ModuleNotFoundError as err:
+        if err.name and err.name.split(".")[0] in ("transformers", "safetensors", "tqdm", "PIL", "tokenizers"):
+            raise ModuleNotFoundError(
+                f"sasa.{name} needs {err.name}, which is not installed: pip install 'sasa-kernels[hf]'", name=err.name
+            ) from err
+        raise
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from ._fingerprint import FingerprintError, model_fingerprint
+    from ._prompt_format import PromptFormat
+    from .auto import AutoSASAModelForCausalLM, AutoSASAModelForImageTextToText, get_guard
+    from .calibrate import CalibrationReport, calibrate
+    from .config import SASAConfig
+    from .families import SUPPORTED_MODEL_TYPES
+    from .guard import SASAGenerateOutput, SASAGuard, apply_sasa
+    from .metrics import ProbeMetrics
+    from .probe import SASAProbe, SaturatedThresholdWarning

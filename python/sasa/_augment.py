@@ -4,6 +4,9 @@ The blocks are the model's own modules, called with the arguments the model's ow
 them in the normal pass (:mod:`sasa._capture`); only the hidden states, and for ``scope="last"``
 the per-position arguments, are changed.
 
+Both scopes return the same thing: the pre-norm state after the last block at each row's last
+prompt position, ``[B, d]`` (the only position the probe reads).
+
 - ``scope="all"``: every prompt position is projected; the blocks run over the whole prompt with
   no cache at all, so nothing is written anywhere.
 - ``scope="last"``: only each row's last prompt token is projected; it goes through the blocks
@@ -16,8 +19,9 @@ the per-position arguments, are changed.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Optional
+import contextvars
+import types
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -119,38 +123,54 @@ def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Precomputed(nn.Module):
-    """Stands in for block ``s+1``'s input norm: returns the kernel's fused ``rmsnorm(h)`` for the
-    exact tensor ``h`` it was computed from, and defers to the real norm for anything else."""
+class FusedNormSlot:
+    """Lets the augmented pass hand block ``s+1`` the kernel's fused ``rmsnorm(h)``.
 
-    def __init__(self, real: nn.Module, source: Tensor, normed: Tensor):
-        super().__init__()
-        self.real = real
-        self.source = source
-        self.normed = normed
+    Installed on block ``s+1``'s ``input_layernorm`` instance (its ``forward``, an instance
+    attribute: no class and no module tree is changed, so ``state_dict`` is unaffected) for the
+    guard's lifetime. When the augmented pass, in the current context only, has offered a
+    precomputed result for the exact tensor the norm receives, that result is returned; any other
+    call (the model's normal forward, another thread) runs the norm's own forward.
+    """
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x is self.source:
-            return self.normed
-        return self.real(x)
+    def __init__(self, norm: nn.Module):
+        self.norm = norm
+        self._offer: contextvars.ContextVar[Optional[tuple[Tensor, Tensor]]] = contextvars.ContextVar(
+            "sasa_fused_norm", default=None
+        )
+        self._had_instance_forward = "forward" in norm.__dict__
+        self._previous = norm.__dict__.get("forward")
+        slot = self
+
+        def forward(module: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+            offer = slot._offer.get()
+            if offer is not None and x is offer[0] and not args and not kwargs:
+                return offer[1]
+            if slot._previous is not None:
+                return slot._previous(x, *args, **kwargs)
+            return type(module).forward(module, x, *args, **kwargs)
+
+        # A bound method (not a closure over ``norm``) so a copy of the module calls its own forward.
+        norm.forward = types.MethodType(forward, norm)
+
+    def offer(self, source: Tensor, normed: Tensor) -> contextvars.Token:
+        return self._offer.set((source, normed))
+
+    def withdraw(self, token: contextvars.Token) -> None:
+        self._offer.reset(token)
+
+    def remove(self) -> None:
+        """Restore the norm's ``forward`` exactly as it was."""
+        if self._had_instance_forward:
+            self.norm.forward = self._previous
+        else:
+            self.norm.__dict__.pop("forward", None)
 
 
-@contextlib.contextmanager
-def fused_input_norm(block: nn.Module, source: Tensor, normed: Tensor) -> Iterator[None]:
-    """Temporarily replace ``block.input_layernorm`` by :class:`_Precomputed` (restored on exit)."""
-    real = block.input_layernorm
-    block.input_layernorm = _Precomputed(real, source, normed)
-    try:
-        yield
-    finally:
-        block.input_layernorm = real
-
-
-def can_fuse_input_norm(block: nn.Module, family_llama_numerics: bool, dtype: torch.dtype, hidden: int) -> bool:
-    """Whether block ``s+1`` reads ``input_layernorm(h)`` first with an RMSNorm the kernel reproduces."""
-    norm = getattr(block, "input_layernorm", None)
+def can_fuse_rmsnorm(norm: Any, family_llama_numerics: bool, dtype: torch.dtype, hidden: int) -> bool:
+    """Whether ``norm`` is an RMSNorm the ``sasa_kernels`` fused norm reproduces for this model."""
     weight = getattr(norm, "weight", None)
-    if norm is None or not isinstance(weight, Tensor) or weight.shape != (hidden,):
+    if not isinstance(norm, nn.Module) or not isinstance(weight, Tensor) or weight.shape != (hidden,):
         return False
     if getattr(norm, "bias", None) is not None or C.rmsnorm_eps(norm) is None:
         return False
@@ -161,7 +181,11 @@ def can_fuse_input_norm(block: nn.Module, family_llama_numerics: bool, dtype: to
 
 
 class AugmentedPass:
-    """Runs the augmented pass for one model; built once by the guard."""
+    """Runs the augmented pass for one model; built once by the guard.
+
+    :meth:`install` lets block ``s+1`` read the kernel's fused input norm (see
+    :class:`FusedNormSlot`); without it the projection runs unfused. :meth:`remove` undoes it.
+    """
 
     def __init__(
         self,
@@ -175,18 +199,28 @@ class AugmentedPass:
         llama_norm_numerics: bool,
     ):
         self.layers = layers
-        self.s = safety_layer
-        self.f = fused_layer
+        self.safety_layer = safety_layer
+        self.fused_layer = fused_layer
         self.mode = mode
         self.coef = coef
         self.eps = eps
         self.norm_offset = norm_offset
         self.llama_norm_numerics = llama_norm_numerics
+        self._slot: Optional[FusedNormSlot] = None
 
-    def _project(self, hs: Tensor, hf: Tensor, block: nn.Module) -> tuple[Tensor, Optional[Tensor]]:
-        hidden = hs.shape[-1]
-        if can_fuse_input_norm(block, self.llama_norm_numerics, hs.dtype, hidden):
-            norm = block.input_layernorm
+    def install(self) -> None:
+        norm = getattr(self.layers[self.safety_layer + 1], "input_layernorm", None)
+        if self._slot is None and isinstance(norm, nn.Module):
+            self._slot = FusedNormSlot(norm)
+
+    def remove(self) -> None:
+        if self._slot is not None:
+            self._slot.remove()
+            self._slot = None
+
+    def _project(self, hs: Tensor, hf: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        if self._slot is not None and can_fuse_rmsnorm(self._slot.norm, self.llama_norm_numerics, hs.dtype, hs.shape[-1]):
+            norm = self._slot.norm
             return sk.project_rmsnorm(
                 hs.contiguous(),
                 hf.contiguous(),
@@ -200,17 +234,14 @@ class AugmentedPass:
         return sk.project(hs.contiguous(), hf.contiguous(), mode=self.mode, coef=self.coef, eps=self.eps), None
 
     def run(self, normal: NormalPass, scope: str, last_pos: Tensor) -> Tensor:
-        """``H`` after the last block on the augmented path (before the final norm).
-
-        Returns ``[B, T, d]`` for ``scope="all"`` and ``[B, 1, d]`` for ``scope="last"``.
-        """
-        hs, hf = normal.hidden[self.s], normal.hidden[self.f]
+        """The pre-norm state after the last block at each row's last prompt token: ``[B, d]``."""
+        hs, hf = normal.hidden[self.safety_layer], normal.hidden[self.fused_layer]
         seq_len = hs.shape[1]
         if scope == "last":
             hs, hf = gather_seq(hs, last_pos, -2), gather_seq(hf, last_pos, -2)
             view = ReadOnlyKV(normal.kv, last_pos)
-        first = self.s + 1
-        h, normed = self._project(hs, hf, self.layers[first])
+        first = self.safety_layer + 1
+        h, normed = self._project(hs, hf)
         for idx in range(first, len(self.layers)):
             kwargs = normal.block_kwargs[idx]
             if scope == "last":
@@ -219,8 +250,13 @@ class AugmentedPass:
                 kwargs = all_tokens_kwargs(kwargs)
             block = self.layers[idx]
             if idx == first and normed is not None:
-                with fused_input_norm(block, h, normed):
+                token = self._slot.offer(h, normed)
+                try:
                     h = C.block_output(block(h, **kwargs))
+                finally:
+                    self._slot.withdraw(token)
             else:
                 h = C.block_output(block(h, **kwargs))
-        return h
+        if scope == "all":
+            h = gather_seq(h, last_pos, -2)
+        return h[:, 0]

@@ -1,22 +1,30 @@
 """The normal pass, observed: what the augmented pass needs, read off the model's own forward.
 
-Hooks (installed for one forward call, then removed) record
+A :class:`Recorder` records, for one forward call,
 
-- ``H`` after block ``s`` and after block ``f`` (0-based decoder-block indices);
-- the keyword arguments the model's forward hands to blocks ``s+1..L-1``: the attention mask its
-  own mask builder made for that block, the rotary ``position_embeddings`` its own rotary module
-  made (3-D for Qwen2-VL), position ids, and so on. The augmented pass calls the same blocks with
-  the same arguments, so no model forward is copied;
+- ``H`` after the kept blocks (0-based decoder-block indices; the safety and fused blocks);
+- the keyword arguments the model's forward hands to blocks ``kwargs_from..L-1``: the attention
+  mask its own mask builder made for that block, the rotary ``position_embeddings`` its own rotary
+  module made (3-D for Qwen2-VL), position ids, and so on. The augmented pass calls the same blocks
+  with the same arguments, so no model forward is copied;
 - optionally (``scope="last"``) the full keys and values each of those blocks' attention got back
   from ``cache.update`` during the pass: by reference, no copy. For full-attention layers they are
   the cache's own tensors; for sliding-window layers they are the whole prompt's, which the cache
   itself trims to the window.
+
+Thread safety: a guard installs its hooks once (:class:`BlockHooks`) and each call activates its
+own recorder in a :class:`contextvars.ContextVar`. A hook firing in a forward run by another thread
+(or by code that is not a guard call) finds no recorder in its context and does nothing, so
+concurrent calls on one model never see each other's states. :class:`Capture` is the same for one
+``with`` block, for tools that observe a model once (it installs and removes its own hooks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 
 from torch import Tensor, nn
 
@@ -31,78 +39,54 @@ class NormalPass:
     block_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
     kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     cache: Any = None  # the normal pass's cache object, if it had one
-    complete: bool = False  # set once the forward that was observed returned
 
 
-class Capture:
-    """Install the hooks with :meth:`arm`; they record one forward and :meth:`disarm` removes them.
+class Recorder:
+    """Records one forward (the first call of each block: in ``generate``, the prefill)."""
 
-    ``keep`` are the block indices whose output is kept; ``kwargs_from`` the first block whose
-    call arguments are kept (all blocks from there to the end); ``record_kv`` whether to record
-    the keys/values those blocks' attention got from the cache.
-    """
-
-    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, record_kv: bool):
-        self.layers = layers
+    def __init__(self, keep: tuple[int, ...], kwargs_from: int, record_kv: bool):
         self.keep = keep
         self.kwargs_from = kwargs_from
         self.record_kv = record_kv
         self.result = NormalPass()
-        self._handles: list[Any] = []
         self._wrapped_cache: Any = None
+        self._finished = False
 
-    def arm(self) -> "Capture":
-        self.result = NormalPass()
-        for idx in self.keep:
-            self._handles.append(self.layers[idx].register_forward_hook(self._output_hook(idx)))
-        for idx in range(self.kwargs_from, len(self.layers)):
-            self._handles.append(
-                self.layers[idx].register_forward_pre_hook(self._kwargs_hook(idx), with_kwargs=True)
+    def on_output(self, idx: int, output: Any) -> None:
+        if self._finished:
+            return
+        if idx in self.keep and idx not in self.result.hidden:
+            self.result.hidden[idx] = C.block_output(output)
+
+    def on_call(self, idx: int, args: tuple, kwargs: dict) -> None:
+        if self._finished or idx < self.kwargs_from or idx in self.result.block_kwargs:
+            return
+        if len(args) > 1:
+            raise RuntimeError(
+                f"sasa: decoder block {idx} was called with {len(args)} positional arguments; expected the hidden states only"
             )
-        return self
+        self.result.block_kwargs[idx] = dict(kwargs)
+        for value in kwargs.values():
+            if C.is_cache(value):
+                self.result.cache = value
+                if self.record_kv and self._wrapped_cache is None:
+                    self._wrap_update(value)
 
-    def disarm(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def close(self) -> None:
+        """Undo the cache wrapping (the cache object is this call's own; nothing else is touched)."""
         if self._wrapped_cache is not None:
             # Drop the instance attribute so the class's own ``update`` is found again.
             self._wrapped_cache.__dict__.pop("update", None)
             self._wrapped_cache = None
 
-    def __enter__(self) -> "Capture":
-        return self.arm()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.disarm()
-
-    def _output_hook(self, idx: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if idx not in self.result.hidden:  # only the first call (the prefill) counts
-                self.result.hidden[idx] = C.block_output(output)
-
-        return hook
-
-    def _kwargs_hook(self, idx: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if idx in self.result.block_kwargs:
-                return
-            if len(args) > 1:
-                raise RuntimeError(
-                    f"sasa: decoder block {idx} was called with {len(args)} positional arguments; "
-                    "expected the hidden states only"
-                )
-            self.result.block_kwargs[idx] = dict(kwargs)
-            for value in kwargs.values():
-                if C.is_cache(value):
-                    self.result.cache = value
-                    if self.record_kv and self._wrapped_cache is None:
-                        self._wrap_update(value)
-
-        return hook
+    def finish(self) -> None:
+        """Stop recording and let go of what was recorded (later forwards are ignored)."""
+        self.close()
+        self._finished = True
+        self.result = NormalPass()
 
     def _wrap_update(self, cache: Any) -> None:
-        # An instance attribute shadows the class method for this one cache object only; disarm()
+        # An instance attribute shadows the class method for this one cache object only; close()
         # removes it. The wrapper records what the attention reads back and changes nothing.
         original = cache.update
         record = self.result.kv
@@ -116,3 +100,80 @@ class Capture:
 
         cache.update = update
         self._wrapped_cache = cache
+
+
+class BlockHooks:
+    """Hooks on decoder blocks that hand what they see to the recorder active in the caller's context.
+
+    ``keep``: the blocks whose output is recorded; ``kwargs_from``: the first block whose call
+    arguments are recorded (every block from there to the end).
+    """
+
+    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int):
+        self._active: contextvars.ContextVar[Optional[Recorder]] = contextvars.ContextVar("sasa_recorder", default=None)
+        self._handles: list[Any] = []
+        for idx in sorted(set(keep)):
+            self._handles.append(layers[idx].register_forward_hook(self._output_hook(idx)))
+        for idx in range(kwargs_from, len(layers)):
+            self._handles.append(layers[idx].register_forward_pre_hook(self._call_hook(idx), with_kwargs=True))
+
+    @contextlib.contextmanager
+    def recording(self, recorder: Recorder) -> Iterator[Recorder]:
+        """Route this context's block calls to ``recorder`` for the ``with`` block."""
+        token = self._active.set(recorder)
+        try:
+            yield recorder
+        finally:
+            self._active.reset(token)
+            recorder.close()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _output_hook(self, idx: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            recorder = self._active.get()
+            if recorder is not None:
+                recorder.on_output(idx, output)
+
+        return hook
+
+    def _call_hook(self, idx: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            recorder = self._active.get()
+            if recorder is not None:
+                recorder.on_call(idx, args, kwargs)
+
+        return hook
+
+
+class Capture:
+    """Observe one forward: ``with Capture(layers, keep, kwargs_from, record_kv) as cap: model(...)``.
+
+    Installs its own hooks for the ``with`` block; ``cap.result`` is the :class:`NormalPass`.
+    Only the forward run in the same context (thread) as the ``with`` block is recorded.
+    """
+
+    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, record_kv: bool):
+        self._layers = layers
+        self._recorder = Recorder(tuple(keep), kwargs_from, record_kv)
+        self._stack: Optional[contextlib.ExitStack] = None
+
+    @property
+    def result(self) -> NormalPass:
+        return self._recorder.result
+
+    def __enter__(self) -> "Capture":
+        stack = contextlib.ExitStack()
+        hooks = BlockHooks(self._layers, self._recorder.keep, self._recorder.kwargs_from)
+        stack.callback(hooks.remove)
+        stack.enter_context(hooks.recording(self._recorder))
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None

@@ -16,26 +16,33 @@ What differs, and how it is handled here:
   ``cache`` later (:func:`cache_argument`, :func:`output_cache`; used by the benchmarks).
 - ``logits_to_keep`` on the top-level forward (lets the normal pass skip the vocabulary matmul for
   every prompt position but the last); checked by signature.
+- How ``generate`` resolves its settings (``generation_config=`` merged with the model's own and the
+  keyword arguments): :func:`effective_generation_config` re-does it with public
+  ``GenerationConfig`` methods only (``update`` grew ``defaults_only`` after 5.17).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Optional
 
-import transformers
 from torch import Tensor, nn
 from transformers.cache_utils import Cache
+from transformers.generation.configuration_utils import GenerationConfig
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 __all__ = [
-    "TRANSFORMERS_VERSION",
+    "BaseStreamer",
     "Cache",
+    "GenerationConfig",
     "StoppingCriteria",
     "StoppingCriteriaList",
     "attn_implementation",
-    "block_input",
     "block_output",
+    "effective_generation_config",
+    "generation_mode",
     "cache_argument",
     "find_decoder",
     "final_logit_softcap",
@@ -48,9 +55,6 @@ __all__ = [
     "rmsnorm_eps",
     "text_config",
 ]
-
-TRANSFORMERS_VERSION: str = transformers.__version__
-
 
 def text_config(model: nn.Module) -> Any:
     """The config of the language part (the whole config for text-only models)."""
@@ -87,13 +91,6 @@ def find_output_head(model: nn.Module) -> Optional[nn.Module]:
 
 def is_cache(value: Any) -> bool:
     return isinstance(value, Cache)
-
-
-def block_input(args: tuple, kwargs: dict) -> Tensor:
-    """The hidden-state input of a decoder-block call (positional in all 5.x models)."""
-    if args:
-        return args[0]
-    return kwargs["hidden_states"]
 
 
 def block_output(output: Any) -> Tensor:
@@ -163,3 +160,28 @@ def generation_eos_id(model: nn.Module) -> Optional[int]:
     return None
 
 
+def effective_generation_config(model: nn.Module, kwargs: dict[str, Any]) -> GenerationConfig:
+    """The settings ``model.generate(**kwargs)`` will run with, resolved the way ``generate`` does.
+
+    Priority: keyword arguments, then ``generation_config=`` (if given), then
+    ``model.generation_config``, then the library defaults. ``kwargs`` is not modified.
+    """
+    given = kwargs.get("generation_config")
+    own = getattr(model, "generation_config", None)
+    if given is not None and not isinstance(given, GenerationConfig):
+        raise TypeError(f"generation_config: expected a transformers GenerationConfig, got {type(given).__name__}")
+    config = copy.deepcopy(given if given is not None else (own if own is not None else GenerationConfig()))
+    if given is not None and own is not None:
+        # Fields the given config leaves unset (None) fall back to the model's own.
+        for name, value in own.to_dict().items():
+            if getattr(config, name, None) is None and value is not None and hasattr(config, name):
+                setattr(config, name, copy.deepcopy(value))
+    for name, value in kwargs.items():
+        if name != "generation_config" and hasattr(config, name):
+            setattr(config, name, value)
+    return config
+
+
+def generation_mode(config: GenerationConfig, assistant_model: Any = None) -> str:
+    """The decoding strategy name ``generate`` picks: ``"greedy_search"``, ``"sample"``, ``"beam_search"``..."""
+    return str(getattr(config.get_generation_mode(assistant_model), "value", config.get_generation_mode(assistant_model)))

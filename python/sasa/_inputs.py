@@ -8,12 +8,20 @@ import torch
 from torch import Tensor
 
 
-def check_inputs(inputs: Mapping[str, Any], device: torch.device, pad_id: Optional[int]) -> tuple[int, int]:
+def check_inputs(
+    inputs: Mapping[str, Any],
+    device: torch.device,
+    pad_id: Optional[int],
+    *,
+    vocab_size: Optional[int] = None,
+    embed_dtype: Optional[torch.dtype] = None,
+) -> tuple[int, int]:
     """Validate model inputs; return ``(batch, prompt_length)``.
 
     Raises ValueError/TypeError naming the argument: no ``input_ids``/``inputs_embeds``, an empty
     batch or prompt, a row with no tokens, padding (``pad_id`` at either end) without an
-    ``attention_mask``, or any tensor on a device other than the model's.
+    ``attention_mask``, token ids outside ``[0, vocab_size)``, ``inputs_embeds`` of a dtype other
+    than ``embed_dtype``, or any tensor on a device other than the model's.
     """
     for name, value in inputs.items():
         if isinstance(value, Tensor) and not _same_device(value.device, device):
@@ -29,9 +37,18 @@ def check_inputs(inputs: Mapping[str, Any], device: torch.device, pad_id: Option
         if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
             raise TypeError(f"input_ids: expected an integer tensor [B, T], got {_describe(ids)}")
         batch, length = ids.shape
+        if vocab_size is not None and ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= vocab_size:
+                raise ValueError(
+                    f"input_ids: token id {lo if lo < 0 else hi} is outside the model's vocabulary [0, {vocab_size}); "
+                    "was the input tokenized with this model's tokenizer?"
+                )
     else:
-        if not isinstance(embeds, Tensor) or embeds.dim() != 3:
-            raise TypeError(f"inputs_embeds: expected a tensor [B, T, d], got {_describe(embeds)}")
+        if not isinstance(embeds, Tensor) or embeds.dim() != 3 or not embeds.is_floating_point():
+            raise TypeError(f"inputs_embeds: expected a floating-point tensor [B, T, d], got {_describe(embeds)}")
+        if embed_dtype is not None and embeds.dtype != embed_dtype:
+            raise TypeError(f"inputs_embeds: expected dtype {embed_dtype} (the model's embeddings), got {embeds.dtype}")
         batch, length = embeds.shape[:2]
     if batch == 0:
         raise ValueError("inputs: empty batch (batch size 0)")

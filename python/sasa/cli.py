@@ -1,4 +1,5 @@
-"""The ``sasa`` command line: ``calibrate``, ``score``, ``generate`` and ``demo``.
+"""The ``sasa`` command line: ``calibrate``, ``score``, ``generate``, ``demo`` and the commands of
+:data:`COMMAND_MODULES`.
 
 Errors a user can fix (a missing file, a bad manifest line, an unknown model type, bad flags) print
 one line and exit with status 2; ``--debug`` shows the traceback instead.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +23,12 @@ EXIT_USAGE = 2
 #: the standard library at module level, so that ``sasa --help`` stays fast.
 COMMAND_MODULES: tuple[str, ...] = ("sasa.bench", "sasa.locate", "sasa.evaluate", "sasa.organism.cli")
 DTYPES = ("float32", "bfloat16", "float16")
+# Kept in step with sasa.config (which imports torch, too slow for --help): checked by a test.
+SCOPES = ("last", "all")
+MODES = ("replace", "residual", "interpolate")
+FEATURES = ("logits", "hidden")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_MODULES = ("transformers", "safetensors", "tqdm", "PIL", "tokenizers")
 
 
 class CLIError(Exception):
@@ -29,39 +38,72 @@ class CLIError(Exception):
 # --- loading ------------------------------------------------------------------------------------
 
 
+def check_model_dir(directory: str) -> Path:
+    """Cheap checks of ``--model`` (before any file is read or weight loaded): a directory with a
+    ``config.json`` of a supported ``model_type``."""
+    from .families import SUPPORTED_MODEL_TYPES
+
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        if not path.exists() and _HUB_ID.match(str(directory)):
+            raise CLIError(
+                f"--model: {directory!r} looks like a Hugging Face Hub id; sasa loads local directories only "
+                f"(nothing is downloaded): download it first (e.g. `hf download {directory} --local-dir DIR`) and "
+                "pass the directory"
+            )
+        raise CLIError(f"--model: {path} has no config.json (expected a save_pretrained directory)")
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise CLIError(f"--model: {path / 'config.json'} is not a valid config ({err})") from None
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CLIError(f"--model: model_type {model_type!r} is not supported; supported: {sorted(SUPPORTED_MODEL_TYPES)}")
+    return path
+
+
 def load_model(directory: str, device: str, dtype: str) -> tuple[Any, Any]:
     """``(model, processor)`` from a ``save_pretrained`` directory, by its config's architecture."""
     import torch
     import transformers as tf
 
-    path = Path(directory)
-    if not (path / "config.json").is_file():
-        raise CLIError(f"--model: {path} has no config.json (expected a save_pretrained directory)")
-    config = tf.AutoConfig.from_pretrained(path)
-    from .families import SUPPORTED_MODEL_TYPES
+    from .auto import is_vision_language, load_processor
 
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise CLIError(f"--model: model_type {config.model_type!r} is not supported; supported: {sorted(SUPPORTED_MODEL_TYPES)}")
-    vision = type(config) in tf.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+    path = check_model_dir(directory)
+    device = _device(device)
+    vision = is_vision_language(path)
     auto = tf.AutoModelForImageTextToText if vision else tf.AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    processor = tf.AutoProcessor.from_pretrained(path) if vision else tf.AutoTokenizer.from_pretrained(path)
-    return model, processor
+    return model, load_processor(path, vision)
 
 
 def _device(name: str) -> str:
     import torch
 
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise CLIError(f"--device: {name!r} is not a device (expected cpu, cuda, cuda:1, ...)") from None
+    if device.type == "meta":
+        raise CLIError("--device: meta holds no weights; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise CLIError(f"--device: {name} requested but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device: {name!r}: sasa runs on cpu and cuda")
     return name
+
+
+def _load_probe(args: argparse.Namespace, model: Any = None) -> Any:
+    """The ``--probe`` directory: validated alone first (cheap), then against the loaded model."""
+    from .probe import SASAProbe
+
+    return SASAProbe.load(args.probe, model=model)
 
 
 # --- commands -----------------------------------------------------------------------------------
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from .calibrate import calibrate, save_plots
     from .config import SASAConfig
 
     try:
@@ -69,14 +111,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                             coef=args.coef, scope=args.scope, feature=args.feature)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from err
-    model, processor = load_model(args.model, _device(args.device), args.dtype)
     out = Path(args.out)
-    probe, report = calibrate(model, processor, args.data, config, batch_size=args.batch_size,
-                              target_fpr=args.target_fpr, raw_prompt=args.raw_prompt, progress=not args.quiet,
-                              plot_dir=out)
-    probe.save(out)
+    check_model_dir(args.model)
+    _device(args.device)
+    from .data import read_manifest
+
+    examples = read_manifest(args.data)
+    model, processor = load_model(args.model, args.device, args.dtype)
+    probe, report = calibrate(model, processor, examples, config, batch_size=args.batch_size,
+                              target_fpr=args.target_fpr, raw_prompt=args.raw_prompt, progress=not args.quiet)
+    probe.save(out)  # first: nothing after this (plots) can lose the probe
+    report.plots = save_plots(probe, report.features, report.labels, out, model_name=str(args.model))
     print(report.summary())
-    print(f"probe saved to {out} ({', '.join(p.name for p in report.plots)})")
+    plots = f" ({', '.join(p.name for p in report.plots)})" if report.plots else " (no plots: matplotlib missing)"
+    print(f"probe saved to {out}{plots}")
     return 0
 
 
@@ -84,46 +132,47 @@ def cmd_score(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .data import batches, encode_batch, read_manifest
+    from .data import batches, check_images_supported, encode_batch, read_manifest
     from .guard import apply_sasa
     from .metrics import metrics_at
-    from .probe import SASAProbe
 
-    model, processor = load_model(args.model, _device(args.device), args.dtype)
-    probe = SASAProbe.load(args.probe, model=model)
+    if args.out and Path(args.out).resolve() == Path(args.data).resolve():
+        raise CLIError(f"--out: {args.out} is the --data manifest; writing scores there would overwrite it")
+    check_model_dir(args.model)
+    _device(args.device)
+    _load_probe(args)
     examples = read_manifest(args.data, require_labels=False)
-    guard = apply_sasa(model, probe=probe, tokenizer=processor)
+    model, processor = load_model(args.model, args.device, args.dtype)
+    check_images_supported(processor, examples)
+    probe = _load_probe(args, model)
     rows = []
-    try:
+    with apply_sasa(model, probe=probe, tokenizer=processor) as guard:
         with tqdm(total=len(examples), desc="scoring", unit="prompt", disable=args.quiet) as bar:
             for batch in batches(examples, args.batch_size):
-                inputs = encode_batch(processor, batch, raw_prompt=args.raw_prompt, device=model.device)
-                probs = guard.score(**inputs).reshape(len(batch), -1).cpu()
+                inputs = encode_batch(processor, batch, prompt_format=guard.prompt_format, device=model.device)
+                probs = guard.score(**inputs).cpu()
                 flagged = probe.decide(probs)
                 for example, p, f in zip(batch, probs, flagged):
                     rows.append({
                         "line": example.line, "prompt": example.prompt,
                         "label": None if example.label < 0 else example.label,
-                        "score": float(p[0]), "scores": dict(zip(probe.categories, map(float, p))),
+                        "score": _json_float(p[0]), "scores": {c: _json_float(v) for c, v in zip(probe.categories, p)},
                         "flagged": bool(f),
                     })
                 bar.update(len(batch))
-    finally:
-        guard.remove()
     rows.sort(key=lambda r: r["line"])
+    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows)
     if args.out:
-        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        Path(args.out).write_text(lines)
     else:
-        for r in rows:
-            print(json.dumps(r))
+        sys.stdout.write(lines)
     labelled = [r for r in rows if r["label"] is not None]
     if labelled:
         y = torch.tensor([r["label"] for r in labelled])
-        s = torch.tensor([r["score"] for r in labelled], dtype=torch.float64)
+        s = torch.tensor([math.nan if r["score"] is None else r["score"] for r in labelled], dtype=torch.float64)
         flagged = torch.tensor([r["flagged"] for r in labelled])
         m = metrics_at(s, y, float(probe.threshold[0]))
-        harmful = y == 1
-        benign = y == 0
+        harmful, benign = y == 1, y == 0
         asr = float((~flagged[harmful]).double().mean()) if harmful.any() else float("nan")
         tpr = float(flagged[harmful].double().mean()) if harmful.any() else float("nan")
         fpr = float(flagged[benign].double().mean()) if benign.any() else float("nan")
@@ -135,29 +184,34 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .data import Example, encode_batch
+    from .data import Example, check_images_supported, encode_batch
     from .guard import apply_sasa
-    from .probe import SASAProbe
 
-    model, processor = load_model(args.model, _device(args.device), args.dtype)
-    probe = SASAProbe.load(args.probe, model=model)
     image = None
     if args.image:
         image = Path(args.image).resolve()
         if not image.is_file():
             raise CLIError(f"--image: {image} not found")
-    guard = apply_sasa(model, probe=probe, tokenizer=processor)
-    try:
-        inputs = encode_batch(processor, [Example(args.prompt, -1, image)], raw_prompt=args.raw_prompt,
-                              device=model.device)
+    check_model_dir(args.model)
+    _device(args.device)
+    _load_probe(args)
+    model, processor = load_model(args.model, args.device, args.dtype)
+    example = Example(args.prompt, -1, image)
+    check_images_supported(processor, [example])
+    probe = _load_probe(args, model)
+    with apply_sasa(model, probe=probe, tokenizer=processor) as guard:
+        inputs = encode_batch(processor, [example], prompt_format=guard.prompt_format, device=model.device)
         out = guard.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    finally:
-        guard.remove()
     tokenizer = getattr(processor, "tokenizer", processor)
-    new_tokens = out.sequences[0, inputs["input_ids"].shape[1]:]
-    text = out.refusal_text if bool(out.flagged[0]) else tokenizer.decode(new_tokens, skip_special_tokens=True)
-    score = out.scores.reshape(1, -1)[0, 0]
-    print(f"[{'REFUSED' if bool(out.flagged[0]) else 'passed'}; score {float(score):.3f}] {text}")
+    scores = out.scores[0].tolist()
+    if bool(out.flagged[0]):
+        fired = [(c, s) for c, s, t in zip(probe.categories, scores, probe.threshold.tolist()) if math.isnan(s) or s >= t]
+        names = ", ".join(f"{c} {s:.3f}" for c, s in fired) or "score unavailable"
+        print(f"[REFUSED; {names}] {out.refusal_text}")
+    else:
+        text = tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        top = max(range(len(scores)), key=lambda i: scores[i] - float(probe.threshold[i]))
+        print(f"[passed; highest {probe.categories[top]} {scores[top]:.3f} < {float(probe.threshold[top]):.3f}] {text}")
     return 0
 
 
@@ -168,62 +222,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_float(value: Any) -> Optional[float]:
+    value = float(value)
+    return None if math.isnan(value) else value  # strict JSON: an unavailable score is null
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
-def add_common_flags(p: argparse.ArgumentParser, *, model: bool = True) -> None:
-    """The flags every subcommand shares (``--model`` unless ``model=False``)."""
+def add_common_flags(
+    p: argparse.ArgumentParser, *, model: bool = True, batching: bool = True, raw_prompt: bool = True
+) -> None:
+    """The flags every subcommand shares (``--model`` unless ``model=False``; ``--batch-size`` and
+    ``--raw-prompt`` unless turned off)."""
     if model:
-        p.add_argument("--model", required=True, help="a save_pretrained directory")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--raw-prompt", action="store_true", help="skip the chat template")
+        p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained directory (model and tokenizer/processor)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype the model is loaded in")
+    if batching:
+        p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    if raw_prompt:
+        p.add_argument("--raw-prompt", action="store_true", help="skip the chat template (the probe records the choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for Hugging Face models")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    p = sub.add_parser("calibrate", help="fit a probe on a labelled JSONL manifest")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for Hugging Face models",
+                                     formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"sasa {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("calibrate", help="fit a probe on a labelled JSONL manifest", formatter_class=fmt)
     add_common_flags(p)
-    p.add_argument("--data", required=True, help="JSONL manifest: prompt, label, [image], [category]")
+    p.add_argument("--data", required=True, metavar="FILE", help="JSONL manifest: prompt, label, [image], [category]")
     p.add_argument("--safety-layer", type=int, required=True, help="0-based decoder-block index s")
     p.add_argument("--fused-layer", type=int, required=True, help="0-based decoder-block index f > s")
-    p.add_argument("--scope", default="all", choices=("all", "last"))
-    p.add_argument("--mode", default="replace", choices=("replace", "residual", "interpolate"))
-    p.add_argument("--coef", type=float, default=1.0)
-    p.add_argument("--feature", default="logits", choices=("logits", "hidden"))
-    p.add_argument("--target-fpr", type=float, default=0.05)
-    p.add_argument("--out", required=True, help="directory for the probe and its plots")
+    p.add_argument("--scope", default=SCOPES[0], choices=SCOPES,
+                   help="last: project the last prompt token (fast); all: every token (paper-faithful)")
+    p.add_argument("--mode", default=MODES[0], choices=MODES, help="how H_s and its projection combine")
+    p.add_argument("--coef", type=float, default=1.0, help="lambda for --mode residual/interpolate")
+    p.add_argument("--feature", default=FEATURES[0], choices=FEATURES, help="what the probe reads")
+    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate the thresholds are set for")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the probe and its plots")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("score", help="score every row of a manifest with a saved probe")
-    add_common_flags(p)
-    p.add_argument("--probe", required=True, help="directory written by 'sasa calibrate'")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", help="write one JSON row per input here (default: stdout)")
+    p = sub.add_parser("score", help="score every row of a manifest with a saved probe", formatter_class=fmt)
+    add_common_flags(p, raw_prompt=False)
+    p.add_argument("--probe", required=True, metavar="DIR", help="directory written by 'sasa calibrate'")
+    p.add_argument("--data", required=True, metavar="FILE", help="JSONL manifest (labels optional)")
+    p.add_argument("--out", metavar="FILE", help="write one JSON row per input here (default: stdout)")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("generate", help="guarded generation for one prompt")
-    add_common_flags(p)
-    p.add_argument("--probe", required=True)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--image")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p = sub.add_parser("generate", help="guarded generation for one prompt", formatter_class=fmt)
+    add_common_flags(p, batching=False, raw_prompt=False)
+    p.add_argument("--probe", required=True, metavar="DIR", help="directory written by 'sasa calibrate'")
+    p.add_argument("--prompt", required=True, help="the user's request")
+    p.add_argument("--image", metavar="FILE", help="an image for a vision-language model")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("demo", help="the built-in stand-in model: calibrate, score, time (no downloads)")
-    add_common_flags(p, model=False)
-    p.add_argument("--out", help="also save the demo probe and plots here")
+    p = sub.add_parser("demo", help="the built-in model: calibrate, score, time (no downloads)", formatter_class=fmt)
+    add_common_flags(p, model=False, batching=False, raw_prompt=False)
+    p.add_argument("--out", metavar="DIR", help="also save the demo probe and plots here")
     p.set_defaults(func=cmd_demo)
     for module_name in COMMAND_MODULES:
         try:  # TODO(lead): plain import once every module exists
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
+        except ModuleNotFoundError as err:
+            if err.name is not None and module_name.startswith(err.name):
+                continue
+            raise
         module.register_command(sub, add_common_flags)
     return parser
 
@@ -235,6 +307,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--batch-size: expected >= 1")
     try:
         return args.func(args)
+    except ModuleNotFoundError as err:
+        if args.debug or err.name is None or err.name.split(".")[0] not in _HF_MODULES:
+            raise
+        print(f"sasa {args.command}: error: {err.name} is not installed; the sasa command line needs the 'hf' extra: "
+              "pip install 'sasa-kernels[hf]'", file=sys.stderr)
+        return EXIT_USAGE
     except (CLIError, FileNotFoundError, ValueError, TypeError, OSError) as err:
         if args.debug:
             raise

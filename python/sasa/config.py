@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("replace", "residual", "interpolate")
-SCOPES = ("all", "last")
+from sasa_kernels.reference import MODES
+
+SCOPES = ("last", "all")
 FEATURES = ("logits", "hidden")
+#: The projection accumulates in float32: an ``eps`` below float32's smallest normal number is zero
+#: there (a zero ``H_f`` row would then give 0/0 = NaN instead of ``alpha = 0``), and a ``coef``
+#: beyond float32's range overflows.
+EPS_MIN = 1.1754943508222875e-38
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,12 @@ class SASAConfig:
         mode: ``"replace"`` (default), ``"residual"`` (``H_s + coef * P``) or ``"interpolate"``
             (``(1 - coef) * H_s + coef * P``).
         coef: lambda for ``residual`` / ``interpolate`` (ignored by ``replace``).
-        eps: added to ``||H_f||^2`` in the projection; must be > 0.
-        scope: ``"all"`` (project every prompt token and re-run blocks ``s+1..L-1`` over the prompt)
-            or ``"last"`` (project the last prompt token only; one token through the blocks against
-            a read-only view of the normal pass's keys and values).
+        eps: added to ``||H_f||^2`` in the projection; at least float32's smallest normal number
+            (:data:`EPS_MIN`), at most float32's largest.
+        scope: ``"last"`` (the default: project the last prompt token only; one token through the
+            blocks against a read-only view of the normal pass's keys and values) or ``"all"``
+            (project every prompt token and re-run blocks ``s+1..L-1`` over the prompt; the
+            paper-faithful variant, about ``(L-1-s)/L`` of a prefill more).
         feature: ``"logits"`` (the output head applied to the final state) or ``"hidden"`` (the
             final-normed state itself).
         threshold: a probability ``p >= threshold`` flags the row; in ``[0, 1]``.
@@ -41,7 +50,7 @@ class SASAConfig:
     mode: str = "replace"
     coef: float = 1.0
     eps: float = 1e-6
-    scope: str = "all"
+    scope: str = "last"
     feature: str = "logits"
     threshold: float = 0.5
     refusal_text: str = "I'm sorry, but I can't help with that."
@@ -51,7 +60,7 @@ class SASAConfig:
         for name in ("safety_layer", "fused_layer"):
             value = getattr(self, name)
             # bool is an int subclass; True as a layer index is almost surely a mistake.
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise TypeError(f"{name}: expected an int (0-based decoder-block index), got {value!r}")
             if value < 0:
                 raise ValueError(f"{name}: expected a 0-based decoder-block index >= 0, got {value}")
@@ -63,9 +72,14 @@ class SASAConfig:
         _check_choice("scope", self.scope, SCOPES)
         _check_choice("feature", self.feature, FEATURES)
         _check_real("coef", self.coef)
+        if abs(self.coef) > FLOAT32_MAX:
+            raise ValueError(f"coef: expected a value within float32's range (|coef| <= {FLOAT32_MAX:.4g}), got {self.coef}")
         _check_real("eps", self.eps)
-        if not self.eps > 0:
-            raise ValueError(f"eps: expected a number > 0, got {self.eps}")
+        if not EPS_MIN <= self.eps <= FLOAT32_MAX:
+            raise ValueError(
+                f"eps: expected a number in [{EPS_MIN:.4g}, {FLOAT32_MAX:.4g}] (positive and representable in "
+                f"float32, where the projection accumulates), got {self.eps}"
+            )
         _check_real("threshold", self.threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold: expected a probability in [0, 1], got {self.threshold}")
@@ -73,6 +87,10 @@ class SASAConfig:
             raise TypeError(f"refusal_text: expected a str, got {type(self.refusal_text).__name__}")
         if not isinstance(self.fail_closed, bool):
             raise TypeError(f"fail_closed: expected a bool, got {self.fail_closed!r}")
+        for name in ("coef", "eps", "threshold"):  # numpy scalars in, plain floats stored (JSON, hashing)
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("safety_layer", "fused_layer"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     def replace(self, **changes: Any) -> "SASAConfig":
         """A copy with some fields changed (validated again)."""
@@ -110,5 +128,5 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _check_real(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise TypeError(f"{name}: expected a finite number, got {value!r}")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from ._prompt_format import PromptFormat
+
 PathLike = Union[str, Path]
 _FIELDS = {"prompt", "label", "image", "category", "text_only", "carrier"}
 CARRIERS = ("text", "image")
@@ -44,8 +46,14 @@ def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Exampl
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}: not valid UTF-8 (byte {err.start}: {err.reason}); save the manifest as UTF-8") from err
     examples = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(text.splitlines(), start=1):
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
@@ -62,6 +70,8 @@ def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Exampl
         prompt = obj.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ManifestError(f"{where}: 'prompt' must be a non-empty string")
+        for name in ("prompt", "text_only", "category"):
+            _check_encodable(where, name, obj.get(name))
         label = obj.get("label")
         if label is None and not require_labels:
             label = -1
@@ -89,31 +99,42 @@ def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Exampl
     return examples
 
 
-def has_chat_template(processor: Any) -> bool:
-    template = getattr(processor, "chat_template", None)
-    if template is None and hasattr(processor, "tokenizer"):
-        template = getattr(processor.tokenizer, "chat_template", None)
-    return bool(template)
+def takes_images(processor: Any) -> bool:
+    """Whether ``processor`` can turn images into model inputs (a vision-language processor)."""
+    return hasattr(processor, "image_processor")
 
 
-def format_prompt(processor: Any, prompt: str, *, with_image: bool, raw: bool = False) -> str:
-    """The text fed to the processor: the chat template (with an image placeholder) unless ``raw``."""
-    if raw or not has_chat_template(processor):
-        return prompt
-    if with_image:
-        content: Any = [{"type": "image"}, {"type": "text", "text": prompt}]
-    elif hasattr(processor, "image_processor"):
-        content = [{"type": "text", "text": prompt}]
-    else:
-        content = prompt
-    messages = [{"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def check_images_supported(processor: Any, examples: Sequence[Example]) -> None:
+    """A text-only model given an image row would silently drop the image: refuse, naming the line."""
+    if takes_images(processor):
+        return
+    for example in examples:
+        if example.image is not None:
+            where = f"line {example.line}: " if example.line else ""
+            raise ValueError(
+                f"{where}row has an image ({example.image}) but the model is text-only (its "
+                f"{type(processor).__name__} takes no images); remove the image or use a vision-language model"
+            )
 
 
-def encode_batch(processor: Any, examples: Sequence[Example], *, raw_prompt: bool = False, device: Any = None) -> dict[str, Any]:
-    """Tokenize (and load images for) a batch, left-padded, as tensors on ``device``."""
-    texts = [format_prompt(processor, e.prompt, with_image=e.image is not None, raw=raw_prompt) for e in examples]
-    kwargs: dict[str, Any] = dict(return_tensors="pt", padding=True)
+def encode_batch(
+    processor: Any,
+    examples: Sequence[Example],
+    *,
+    prompt_format: Optional[PromptFormat] = None,
+    raw_prompt: bool = False,
+    device: Any = None,
+) -> dict[str, Any]:
+    """Tokenize (and load images for) a batch, left-padded, as tensors on ``device``.
+
+    Prompts are formatted with ``prompt_format`` (a probe's :attr:`~sasa.SASAProbe.prompt_format`),
+    or, when it is ``None``, with the processor's chat template unless ``raw_prompt``. The caller's
+    tokenizer is not modified (padding side is a per-call argument).
+    """
+    check_images_supported(processor, examples)
+    fmt = prompt_format if prompt_format is not None else PromptFormat.of(processor, raw=raw_prompt)
+    texts = [fmt.format(processor, e.prompt, with_image=e.image is not None) for e in examples]
+    kwargs: dict[str, Any] = dict(return_tensors="pt", padding=True, padding_side="left")
     images = [e.image for e in examples if e.image is not None]
     if images:
         if len(images) != len(examples):
@@ -121,20 +142,26 @@ def encode_batch(processor: Any, examples: Sequence[Example], *, raw_prompt: boo
         from PIL import Image
 
         kwargs["images"] = [Image.open(p).convert("RGB") for p in images]
-    tokenizer = getattr(processor, "tokenizer", processor)
-    # Left padding (what generate expects) for this call only: the caller's tokenizer keeps its setting.
-    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        if images:
-            batch = processor(text=texts, **kwargs)
-        else:
-            batch = tokenizer(texts, add_special_tokens=not has_chat_template(processor) or raw_prompt, **kwargs)
-    finally:
-        tokenizer.padding_side = previous_side
+        batch = processor(text=texts, **kwargs)
+    else:
+        tokenizer = getattr(processor, "tokenizer", processor)
+        batch = tokenizer(texts, add_special_tokens=fmt.adds_special_tokens, **kwargs)
     batch = dict(batch)
     if device is not None:
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     return batch
+
+
+def _check_encodable(where: str, name: str, value: Any) -> None:
+    # A lone surrogate (valid in JSON, not in UTF-8) makes tokenizers fail far from its source.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ManifestError(
+                f"{where}: {name!r} contains a lone surrogate ({value[err.start:err.end]!r} at character "
+                f"{err.start}), which is not text; fix the \\u escape in the manifest"
+            ) from None
 
 
 def batches(examples: Sequence[Example], batch_size: int) -> Iterator[list[Example]]:

@@ -104,7 +104,6 @@ def _median_ms(fn, repeats: int) -> float:
 def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: int = 10) -> dict[str, Any]:
     """Calibrate the stand-in on the bundled manifest, print example decisions and TTFT."""
     from .calibrate import calibrate
-    from .data import Example, encode_batch
     from .guard import apply_sasa
 
     print("sasa demo: the built-in model is a SMALL STAND-IN (a seeded random 6-block Llama with a toy")
@@ -121,8 +120,8 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
 
     guard = apply_sasa(model, probe=probe, tokenizer=tokenizer)
     try:
-        inputs = encode_batch(tokenizer, [Example(p, -1) for p in EXAMPLES])
-        probs = guard.score(**inputs).reshape(len(EXAMPLES), -1)
+        inputs = guard.encode(EXAMPLES)
+        probs = guard.score(**inputs)
         fired = probs >= probe.threshold
         flagged = probe.decide(probs)
         print(f"\n{'prompt':<58}{probe.categories[0] + ' score':>10}  decision  (probes at or over threshold)")
@@ -130,13 +129,13 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
             names = ", ".join(n for n, hit in zip(probe.categories, hits.tolist()) if hit)
             print(f"{prompt:<58}{float(p[0]):>10.3f}  {'REFUSE' if flag else 'pass':<8}  {names}")
 
-        one = encode_batch(tokenizer, [Example(EXAMPLES[0], -1)])
+        one = guard.encode(EXAMPLES[0])
         gen = dict(max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        with torch.no_grad():
-            plain = _median_ms(lambda: model.generate(**one, **gen), repeats)
         guarded = _median_ms(lambda: guard.generate(**one, **gen), repeats)
     finally:
         guard.remove()
+    with torch.no_grad():  # the unguarded model: no guard applied
+        plain = _median_ms(lambda: model.generate(**one, **gen), repeats)
     print(f"\ntime to first token (median of {repeats}, batch 1, {one['input_ids'].shape[1]} prompt tokens, "
           f"{torch.get_num_threads()} CPU threads):")
     print(f"  unguarded model.generate : {plain:8.2f} ms")

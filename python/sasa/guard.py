@@ -1,37 +1,45 @@
 """``apply_sasa`` and ``SASAGuard``: SASA inside a loaded Hugging Face model instance.
 
-The guard never replaces a forward. It attaches itself to the instance (``model._sasa_guard``)
-and, only for the duration of its own calls, hooks the decoder blocks to observe the model's own
-normal pass (:mod:`sasa._capture`); the augmented pass then calls the same blocks again
-(:mod:`sasa._augment`). Between calls the model is untouched, which is why :meth:`SASAGuard.remove`
-restores it exactly.
+The guard never replaces a forward. It attaches itself to the instance and installs, for its
+lifetime, hooks on the decoder blocks and the model (:mod:`sasa._capture`, :mod:`sasa._generate`)
+that stay inert except inside the guard's own calls, a fused-norm slot on one norm
+(:class:`sasa._augment.FusedNormSlot`), and a guarded ``generate`` on the instance, so that
+``model.generate`` and everything built on it (``pipeline``, serving code) is guarded.
+:meth:`SASAGuard.remove` undoes all of it exactly.
+
+Thread safety: every public call may run concurrently with others on the same guard or model;
+each call sees only its own forward (its recorder lives in a :mod:`contextvars` context). Do not
+call :func:`apply_sasa` or :meth:`SASAGuard.remove` while other threads are inside the model.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-import sasa_kernels as sk
-
 from . import _compat as C
-from ._augment import AugmentedPass, can_fuse_input_norm, gather_seq
-from ._capture import Capture, NormalPass
+from ._augment import AugmentedPass
+from ._capture import BlockHooks, NormalPass, Recorder
+from ._generate import PrefillDecision, PrefillHook, StopFlagged, check_generate_settings, end_stream_on_error, hold_streamer
 from ._inputs import check_inputs, last_positions
-from ._probe import ProbeTensors, fold_into_hidden, probe_tensors
+from ._probe_tensors import ProbeTensors
+from ._prompt_format import PromptFormat
+from ._readout import Readout
+from ._refusal import blank_step_outputs, tokenize_refusal, write_refusals
+from ._resolve import Resolved, feature_size, model_device, resolve
 from .config import SASAConfig
 from .metrics import flag_rows
-from .probe import SASAProbe
-from .families import Family, family_of
 
 logger = logging.getLogger("sasa")
 
 _GUARD_ATTR = "_sasa_guard"
+_NOT_ACCEPTED = ("past_key_values", "cache", "use_cache", "output_hidden_states", "labels")
 
 
 @dataclass
@@ -44,9 +52,11 @@ class SASAGenerateOutput:
             then padding. If the refusal is longer than the generated part, every row is extended
             with padding; a passed row is otherwise exactly ``model.generate``'s row.
         flagged: bool ``[B]``.
-        scores: ``[B]`` probabilities (``[B, C]`` for several probes); NaN where scoring failed.
+        scores: float32 ``[B, C]`` probabilities, one column per probe (:attr:`SASAGuard.categories`);
+            NaN where scoring failed.
         refusal_text: the text a flagged row answers.
-        generate_output: what ``model.generate`` itself returned (for its extra fields).
+        generate_output: what the model's own ``generate`` returned (for its extra fields; flagged
+            rows' per-step ``scores``/``logits`` there are NaN).
     """
 
     sequences: Tensor
@@ -57,54 +67,37 @@ class SASAGenerateOutput:
 
 
 class SASAGuard:
-    """SASA on one model instance. Made by :func:`apply_sasa`; see its docstring."""
+    """SASA on one model instance. Made by :func:`apply_sasa`; see its docstring.
 
-    def __init__(
-        self,
-        model: nn.Module,
-        config: SASAConfig,
-        family: Family,
-        decoder: nn.Module,
-        probe: Optional[ProbeTensors],
-        tokenizer: Any,
-    ):
+    Usable as a context manager: ``with apply_sasa(model, probe=...) as guard: ...`` removes it on exit.
+    """
+
+    def __init__(self, model: nn.Module, resolved: Resolved, tokenizer: Any):
+        config = resolved.config
         self.model = model
         self.config = config
-        self.family = family
-        self._decoder = decoder
-        self._layers: nn.ModuleList = decoder.layers
-        self._norm: nn.Module = decoder.norm
-        self._head = C.find_output_head(model)
-        self._softcap = C.final_logit_softcap(model)
-        self._device = _model_device(model)
-        self._dtype = _model_dtype(model)
+        self.family = resolved.family
+        self.prompt_format: Optional[PromptFormat] = resolved.prompt_format
+        self._tokenizer = tokenizer
+        self._layers: nn.ModuleList = resolved.decoder.layers
+        self._feature_size = feature_size(model, resolved.decoder, config.feature)
         self._pad_id = C.generation_pad_id(model)
-        self._augment = AugmentedPass(
-            self._layers,
-            config.safety_layer,
-            config.fused_layer,
-            config.mode,
-            config.coef,
-            config.eps,
-            family.norm_offset,
-            family.llama_norm_numerics,
-        )
-        self._explicit_probe = probe
-        # Fold the logits probe into hidden space only when the head is a plain linear map.
-        self.folded = (
-            probe is not None
-            and config.feature == "logits"
-            and isinstance(self._head, nn.Linear)
-            and self._softcap is None
-        )
-        self._probe = fold_into_hidden(probe, self._head) if self.folded else probe
-        self._kernel_final_norm = can_fuse_input_norm(
-            _NormHolder(self._norm), family.llama_norm_numerics, self._dtype, _hidden_size(decoder)
-        )
-        self._refusal_ids = _tokenize_refusal(tokenizer, config.refusal_text)
         self._eos_id = C.generation_eos_id(model)
-        self._active = True
+        self._vocab_size = _input_vocab_size(model)
+        self._probe: Optional[ProbeTensors] = resolved.probe
+        self._readout = Readout(model, resolved.decoder, resolved.family, config.feature, resolved.probe)
+        self._refusal_ids = tokenize_refusal(tokenizer, config.refusal_text)
         self._logits_to_keep = C.forward_accepts(model, "logits_to_keep")
+        self._augment = AugmentedPass(
+            self._layers, config.safety_layer, config.fused_layer, config.mode, config.coef, config.eps,
+            resolved.family.norm_offset, resolved.family.llama_norm_numerics,
+        )
+        s, f = config.safety_layer, config.fused_layer
+        self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1)
+        self._prefill = PrefillHook(model)
+        self._augment.install()
+        self._patch_generate()
+        self._active = True
 
     # ------------------------------------------------------------------ public API
 
@@ -113,80 +106,97 @@ class SASAGuard:
 
         ``F`` is the output-head width for ``feature="logits"`` (explicit logits, soft-capped where
         the model soft-caps) and the hidden size for ``"hidden"`` (the final-normed state).
-        ``inputs`` are what the model's forward takes (a tokenizer's or processor's output).
+        ``inputs`` are what the model's forward takes (a tokenizer's or processor's output, e.g.
+        :meth:`encode`'s); see :meth:`score` for the input contract.
         """
         self._check_active()
-        last_pos, normal = self._normal_pass(inputs)
+        last_pos, normal, _ = self._normal_pass(inputs)
         with torch.no_grad():
-            h = self._augment.run(normal, self.config.scope, last_pos)
-            return self._features_from(h, last_pos).float()
+            return self._readout.features(self._augment.run(normal, self.config.scope, last_pos))
 
     def score(self, **inputs: Any) -> Tensor:
-        """Probe probabilities: float32 ``[B]``, or ``[B, C]`` for a probe with ``C > 1`` rows."""
-        self._check_active()
-        probe = self._require_probe()
-        last_pos, normal = self._normal_pass(inputs)
-        with torch.no_grad():
-            probs = self._score_from(normal, last_pos, probe)
-        return probs[:, 0] if probe.single else probs
+        """Probe probabilities: float32 ``[B, C]``, one column per probe (:attr:`categories`).
 
-    def generate(self, **kwargs: Any) -> SASAGenerateOutput:
-        """Guarded ``model.generate``: one normal prefill scores every row (hooks on that very
-        prefill); flagged rows answer the refusal text and stop; the others continue exactly as
-        ``model.generate`` would (same call, same batch), so their tokens are bit-identical.
-
-        Takes the model inputs and the ``generate`` keyword arguments together. Beam search and
-        ``num_return_sequences > 1`` are not supported. Flagged rows stop after the prefill's
-        token; in a mixed batch they stay in the batch (as finished rows) while the others decode.
+        Input contract: ``input_ids`` (or ``inputs_embeds``) ``[B, T]`` with an ``attention_mask``
+        when rows are padded (either side), on the model's device, formatted as the probe's
+        calibration prompts were (:attr:`prompt_format`: with a chat-template probe every row must
+        end with the template's generation prompt, else ``ValueError``; ``inputs_embeds`` cannot
+        be checked). :meth:`encode` produces such inputs from text.
         """
         self._check_active()
-        probe = self._require_probe()
-        batch, length = check_inputs(_tensor_inputs(kwargs), self._device, self._pad_id)
-        self._check_generate_kwargs(kwargs)
-        last_pos = last_positions(kwargs, batch, length, self._device)
-        state = _PrefillState(batch, len(probe.bias), self._device)
-        capture = self._capture()
+        self._require_probe()
+        last_pos, normal, _ = self._normal_pass(inputs)
+        with torch.no_grad():
+            return self._score_from(normal, last_pos)
 
-        def after_prefill(module: nn.Module, args: Any, output: Any) -> None:
-            if state.done:
-                return
-            state.done = True
-            try:
-                normal = capture.result
-                if self.config.safety_layer not in normal.hidden or self.config.fused_layer not in normal.hidden:
-                    raise RuntimeError("the prefill did not run the decoder blocks")
-                state.probs = self._score_from(normal, last_pos, probe)
-            except Exception:  # noqa: BLE001 - a failed score must flag, never crash the batch
-                logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
-            finally:
-                capture.disarm()
-            state.flagged = self._decide(state.probs, probe)
+    def generate(self, **kwargs: Any) -> SASAGenerateOutput:
+        """Guarded generation, with the guard's outputs: see :class:`SASAGenerateOutput`.
 
-        handle = self.model.register_forward_hook(after_prefill)
-        criteria = C.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
-        criteria.append(_StopFlagged(state))
-        try:
-            capture.arm()
-            with torch.no_grad():
-                out = self.model.generate(**kwargs, stopping_criteria=criteria)
-        finally:
-            handle.remove()
-            capture.disarm()
-        if not state.done:
-            # generate returned without a prefill: nothing was scored; fail closed.
-            state.flagged = self._decide(state.probs, probe)
-        sequences = out if isinstance(out, Tensor) else out.sequences
-        prompt_width = length if "input_ids" in kwargs else 0
-        sequences = self._write_refusals(sequences, state.flagged, prompt_width)
-        scores = state.probs[:, 0] if probe.single else state.probs
-        return SASAGenerateOutput(sequences, state.flagged, scores, self.config.refusal_text, out)
+        ``model.generate(...)`` is guarded the same way while the guard is applied (and returns
+        what ``generate`` returns); this method adds ``flagged`` and ``scores``. One normal prefill
+        scores every row; flagged rows answer the refusal text and stop; the others continue
+        exactly as ``model.generate`` would (same call, same batch), so their tokens are
+        bit-identical. Takes the model inputs (see :meth:`score` for the contract) and the
+        ``generate`` keyword arguments. Greedy decoding and sampling with one sequence per prompt
+        are supported; beam search, several return sequences, assisted or chunked-prefill
+        decoding and a caller's cache are refused. A ``streamer`` (batch of one) receives nothing
+        until the decision: then the refusal, or exactly the unguarded stream.
+        """
+        out, decision, sequences = self._guarded_generate(kwargs)
+        return SASAGenerateOutput(sequences, decision.flagged, decision.probs, self.config.refusal_text, out)
+
+    def encode(self, prompts: Union[str, Sequence[str]], images: Any = None) -> dict[str, Tensor]:
+        """Model inputs for ``prompts`` (and one image per prompt, if given), formatted as the probe
+        expects (its :attr:`prompt_format`; without one, the tokenizer's chat template), left-padded,
+        on the model's device. Needs the ``tokenizer`` given to :func:`apply_sasa`."""
+        from .data import Example, encode_batch
+
+        if self._tokenizer is None:
+            raise ValueError("tokenizer: encode() needs the tokenizer or processor; pass tokenizer= to apply_sasa")
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            raise TypeError("prompts: expected a non-empty string or a non-empty list of non-empty strings")
+        if images is None:
+            pictures: list[Any] = [None] * len(texts)
+        else:
+            pictures = [images] if not isinstance(images, (list, tuple)) else list(images)
+            if len(pictures) != len(texts):
+                raise ValueError(f"images: expected one image per prompt ({len(texts)}), got {len(pictures)}")
+        examples = [Example(t, -1, image) for t, image in zip(texts, pictures)]
+        return encode_batch(self._tokenizer, examples, prompt_format=self.prompt_format, device=model_device(self.model))
 
     def remove(self) -> None:
         """Detach the guard: the instance is as before :func:`apply_sasa` (idempotent)."""
-        if self._active:
-            self._active = False
-            if self.model.__dict__.get(_GUARD_ATTR) is self:
-                del self.model.__dict__[_GUARD_ATTR]
+        if not self._active:
+            return
+        self._active = False
+        self._hooks.remove()
+        self._prefill.remove()
+        self._augment.remove()
+        self._restore_generate()
+        if self.model.__dict__.get(_GUARD_ATTR) is self:
+            del self.model.__dict__[_GUARD_ATTR]
+
+    def __enter__(self) -> "SASAGuard":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        raise TypeError(
+            "a model with an active SASA guard cannot be deep-copied (the copy would share the guard's hooks); "
+            "call guard.remove(), copy the model, then apply_sasa to each copy"
+        )
+
+    def __repr__(self) -> str:
+        probes = self.categories if self._probe is not None else None
+        return (
+            f"SASAGuard({type(self.model).__name__}, layers=({self.config.safety_layer}, {self.config.fused_layer}) "
+            f"of {self.num_layers}, scope={self.config.scope!r}, feature={self.config.feature!r}, probes={probes}, "
+            f"prompt_format={self.prompt_format.describe() if self.prompt_format else None}, "
+            f"{'active' if self._active else 'removed'})"
+        )
 
     @property
     def active(self) -> bool:
@@ -201,9 +211,18 @@ class SASAGuard:
     @property
     def feature_size(self) -> int:
         """``F``: the width of :meth:`features` (output-head width or hidden size)."""
-        if self.config.feature == "logits":
-            return int(self._head.weight.shape[0])
-        return _hidden_size(self._decoder)
+        return self._feature_size
+
+    @property
+    def folded(self) -> bool:
+        """Whether the logits probe was folded into hidden space (exact for a plain linear head)."""
+        return self._readout.folded
+
+    @property
+    def categories(self) -> list[str]:
+        """The name of each probe (each column of :meth:`score`)."""
+        probe = self._require_probe()
+        return list(probe.categories) if probe.categories else [f"probe{i}" for i in range(len(probe.bias))]
 
     # ------------------------------------------------------------------ internals
 
@@ -213,81 +232,48 @@ class SASAGuard:
 
     def _require_probe(self) -> ProbeTensors:
         if self._probe is None:
-            raise ValueError("probe: this guard has no probe; pass probe=(weight, bias) to apply_sasa")
+            raise ValueError("probe: this guard has no probe; pass probe=... to apply_sasa")
         return self._probe
 
-    def _check_generate_kwargs(self, kwargs: dict[str, Any]) -> None:
-        gen = getattr(self.model, "generation_config", None)
-        for name in ("num_beams", "num_return_sequences"):
-            value = kwargs.get(name, getattr(gen, name, 1) if gen is not None else 1)
-            if value not in (None, 1):
-                raise ValueError(f"{name}: sasa's guarded generate supports 1 only, got {value}")
-        for name in ("past_key_values", "cache"):
-            if kwargs.get(name) is not None:
-                raise ValueError(f"{name}: guarded generate runs its own prefill; do not pass a cache")
-        if self.config.scope == "last" and kwargs.get("use_cache") is False:
-            raise ValueError("use_cache: scope='last' reads the prefill's keys and values; use_cache=False leaves none")
+    def _recorder(self) -> Recorder:
+        s = self.config.safety_layer
+        return Recorder(keep=(s, self.config.fused_layer), kwargs_from=s + 1, record_kv=self.config.scope == "last")
 
-    def _capture(self) -> Capture:
-        s, f = self.config.safety_layer, self.config.fused_layer
-        return Capture(self._layers, keep=(s, f), kwargs_from=s + 1, record_kv=self.config.scope == "last")
+    def _check_call_inputs(self, inputs: dict[str, Any]) -> tuple[int, int, Tensor]:
+        device = model_device(self.model)
+        batch, length = check_inputs(
+            _tensor_inputs(inputs), device, self._pad_id, vocab_size=self._vocab_size,
+            embed_dtype=_embedding_dtype(self.model),
+        )
+        last_pos = last_positions(inputs, batch, length, device)
+        if self.prompt_format is not None:
+            self.prompt_format.check_input_ids(inputs.get("input_ids"), last_pos)
+        return batch, length, last_pos
 
-    def _normal_pass(self, inputs: dict[str, Any]) -> tuple[Tensor, NormalPass]:
-        """Run the model's own forward once, observed; return (last positions, what it left)."""
-        batch, length = check_inputs(_tensor_inputs(inputs), self._device, self._pad_id)
-        for name in ("past_key_values", "cache", "use_cache", "output_hidden_states", "labels"):
+    def _normal_pass(self, inputs: dict[str, Any]) -> tuple[Tensor, NormalPass, int]:
+        """Run the model's own forward once, observed; return (last positions, what it left, T)."""
+        for name in _NOT_ACCEPTED:
             if name in inputs:
                 raise ValueError(f"{name}: not accepted here; sasa runs the normal pass itself")
-        last_pos = last_positions(inputs, batch, length, self._device)
+        _, length, last_pos = self._check_call_inputs(inputs)
         kwargs = dict(inputs)
         kwargs["use_cache"] = self.config.scope == "last"
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # the normal pass's own logits are not needed
-        with torch.no_grad(), self._capture() as capture:
+        with torch.no_grad(), self._hooks.recording(self._recorder()) as recorder:
             self.model(**kwargs)
-            normal = capture.result
-        return last_pos, normal
+            normal = recorder.result
+            _check_observed(normal, self.config, len(self._layers), length)
+        return last_pos, normal, length
 
-    def _final_hidden(self, h: Tensor, last_pos: Tensor) -> Tensor:
-        """``[B, 1, d]`` pre-norm state at each row's last prompt token."""
-        return gather_seq(h, last_pos, -2) if self.config.scope == "all" else h
+    def _score_from(self, normal: NormalPass, last_pos: Tensor) -> Tensor:
+        """``[B, C]`` probabilities: the augmented pass, then one ``sasa_kernels.probe`` call."""
+        return self._readout.scores(self._augment.run(normal, self.config.scope, last_pos))
 
-    def _features_from(self, h: Tensor, last_pos: Tensor) -> Tensor:
-        z = self._norm(self._final_hidden(h, last_pos))
-        if self.config.feature == "hidden":
-            return z[:, 0]
-        return self._logits(z)[:, 0]
-
-    def _logits(self, z: Tensor) -> Tensor:
-        logits = self._head(z)
-        if self._softcap is not None:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
-
-    def _score_from(self, normal: NormalPass, last_pos: Tensor, probe: ProbeTensors) -> Tensor:
-        """``[B, C]`` probabilities with one ``sasa_kernels.probe`` call."""
-        h = self._augment.run(normal, self.config.scope, last_pos)
-        hidden_space = self.config.feature == "hidden" or self.folded
-        if hidden_space and self._kernel_final_norm:
-            # Final norm, gather of the last position, matmul, bias and sigmoid in one launch.
-            positions = last_pos if self.config.scope == "all" else None
-            rows = h if positions is not None else h[:, 0]
-            return sk.probe(
-                rows.contiguous(),
-                probe.weight,
-                probe.bias,
-                positions=positions,
-                norm_weight=self._norm.weight.detach(),
-                norm_eps=C.rmsnorm_eps(self._norm),
-                weight_offset=self.family.norm_offset,
-            )
-        z = self._norm(self._final_hidden(h, last_pos))[:, 0]
-        rows = z if hidden_space else self._logits(z)
-        return sk.probe(rows.contiguous(), probe.weight, probe.bias)
-
-    def _decide(self, probs: Tensor, probe: ProbeTensors) -> Tensor:
+    def _decide(self, probs: Tensor) -> Tensor:
+        probe = self._require_probe()
         threshold = probe.threshold if probe.threshold is not None else torch.tensor(self.config.threshold)
-        flagged = flag_rows(probs, threshold, fail_closed=self.config.fail_closed)
+        flagged = flag_rows(probs, threshold.to(probs.device), fail_closed=self.config.fail_closed)
         nan = torch.isnan(probs).any(dim=1)
         if bool(nan.any()):
             rows = nan.nonzero().flatten().tolist()
@@ -295,89 +281,131 @@ class SASAGuard:
             logger.warning("sasa: NaN score for row(s) %s; %s", rows, outcome)
         return flagged
 
-    def _write_refusals(self, sequences: Tensor, flagged: Tensor, prompt_width: int) -> Tensor:
-        if not bool(flagged.any()):
-            return sequences
+    def _guarded_generate(self, kwargs: dict[str, Any]) -> tuple[Any, PrefillDecision, Tensor]:
+        """Run the model's own generate under the guard; (its output, the decision, guarded sequences)."""
+        kwargs = dict(kwargs)
+        try:
+            self._check_active()
+            probe = self._require_probe()
+            batch, length, last_pos = self._check_call_inputs(kwargs)
+            check_generate_settings(self.model, kwargs, self.config.scope, batch)
+        except BaseException:
+            end_stream_on_error(kwargs)
+            raise
+        decision = PrefillDecision(batch, len(probe.bias), last_pos.device, length)
+        recorder = self._recorder()
+
+        def after_prefill() -> None:
+            if decision.done:
+                return
+            decision.done = True
+            try:
+                normal = recorder.result
+                _check_observed(normal, self.config, len(self._layers), length)
+                decision.probs = self._score_from(normal, last_pos)
+            except Exception:  # noqa: BLE001 - a failed score must flag, never crash the batch
+                logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
+            finally:
+                recorder.finish()  # free the prefill's states; later forwards are decode steps
+            decision.flagged = self._decide(decision.probs)
+
+        criteria = C.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+        criteria.append(StopFlagged(decision))
+        hold_streamer(kwargs, decision, self._refusal_ids)
+        token = self._prefill.activate(after_prefill)
+        try:
+            with torch.no_grad(), self._hooks.recording(recorder):
+                out = self._original_generate(**kwargs, stopping_criteria=criteria)
+        except BaseException:
+            end_stream_on_error(kwargs)
+            raise
+        finally:
+            self._prefill.deactivate(token)
+        if not decision.done:
+            logger.warning("sasa: generate returned without a prefill the guard could observe; every row is flagged")
+            decision.flagged = self._decide(decision.probs)  # NaN scores: fail closed
+        sequences = out if isinstance(out, Tensor) else out.sequences
+        prompt_width = length if "input_ids" in kwargs else 0
         pad = self._pad_id if self._pad_id is not None else (self._eos_id if self._eos_id is not None else 0)
-        refusal = list(self._refusal_ids)
-        width = max(sequences.shape[1], prompt_width + len(refusal))
-        out = torch.full((sequences.shape[0], width), pad, dtype=sequences.dtype, device=sequences.device)
-        out[:, : sequences.shape[1]] = sequences
-        rows = flagged.nonzero().flatten().to(sequences.device)
-        out[rows, prompt_width:] = pad
-        if refusal:
-            ids = torch.tensor(refusal, dtype=sequences.dtype, device=sequences.device)
-            out[rows, prompt_width : prompt_width + len(refusal)] = ids
-        return out
+        flagged = decision.flagged.to(sequences.device)
+        guarded = write_refusals(sequences, flagged, prompt_width, self._refusal_ids, pad)
+        if not isinstance(out, Tensor):
+            blank_step_outputs(out, flagged)
+        return out, decision, guarded
+
+    def _patch_generate(self) -> None:
+        model = self.model
+        self._had_generate_attr = "generate" in model.__dict__
+        self._previous_generate = model.__dict__.get("generate")
+        self._original_generate = model.generate
+        names = _generate_parameter_names(self._original_generate)
+        guard = self
+
+        @functools.wraps(self._original_generate)
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > len(names):
+                raise TypeError(f"generate: takes at most {len(names)} positional arguments, got {len(args)}")
+            for name, value in zip(names, args):
+                if name in kwargs:
+                    raise TypeError(f"generate: got multiple values for argument {name!r}")
+                kwargs[name] = value
+            inputs = kwargs.pop("inputs", None)
+            if inputs is not None:
+                if "input_ids" in kwargs or not isinstance(inputs, Tensor) or inputs.is_floating_point():
+                    raise ValueError("inputs: pass the prompt token ids as input_ids (or inputs=) once, as an integer tensor")
+                kwargs["input_ids"] = inputs
+            out, _, sequences = guard._guarded_generate(kwargs)
+            if isinstance(out, Tensor):
+                return sequences
+            out.sequences = sequences
+            return out
+
+        model.generate = generate
+
+    def _restore_generate(self) -> None:
+        if self._had_generate_attr:
+            self.model.generate = self._previous_generate
+        else:
+            self.model.__dict__.pop("generate", None)
 
 
-class _PrefillState:
-    def __init__(self, batch: int, num_probes: int, device: torch.device):
-        self.done = False
-        self.probs = torch.full((batch, num_probes), float("nan"), device=device)
-        self.flagged: Optional[Tensor] = None
+def _check_observed(normal: NormalPass, config: SASAConfig, num_layers: int, length: int) -> None:
+    """The forward that was observed must be the whole prompt's, with everything the augmented
+    pass needs; anything else would score the wrong thing (a prefill in chunks, a skipped block)."""
+    s, f = config.safety_layer, config.fused_layer
+    if s not in normal.hidden or f not in normal.hidden:
+        raise RuntimeError("the model's forward did not run the safety and fused decoder blocks")
+    if normal.hidden[s].shape[-2] != length:
+        raise RuntimeError(f"the observed forward covered {normal.hidden[s].shape[-2]} positions, the prompt has {length}")
+    missing = [i for i in range(s + 1, num_layers) if i not in normal.block_kwargs]
+    if config.scope == "last":
+        missing += [i for i in range(s + 1, num_layers) if i not in normal.kv and i not in missing]
+    if missing:
+        raise RuntimeError(f"the observed forward left nothing recorded for decoder block(s) {sorted(set(missing))}")
 
 
-class _StopFlagged(C.StoppingCriteria):
-    """Marks flagged rows finished right after the prefill's token, so they spend no more steps
-    of their own and ``generate`` ends as soon as every passed row is done."""
-
-    def __init__(self, state: _PrefillState):
-        self.state = state
-
-    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
-        flagged = self.state.flagged
-        if flagged is None:  # the prefill hook never ran: fail closed
-            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        return flagged.to(input_ids.device)
-
-
-class _NormHolder(nn.Module):
-    # can_fuse_input_norm looks for ``.input_layernorm``; the final norm is checked the same way.
-    def __init__(self, norm: nn.Module):
-        super().__init__()
-        self.input_layernorm = norm
+def _generate_parameter_names(generate: Any) -> list[str]:
+    try:
+        params = inspect.signature(generate).parameters.values()
+    except (TypeError, ValueError):
+        return ["inputs"]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _tensor_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if isinstance(v, Tensor) or k in ("input_ids", "inputs_embeds", "attention_mask")}
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+def _input_vocab_size(model: nn.Module) -> Optional[int]:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.dim() == 2 else None
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return torch.float32
-
-
-def _hidden_size(decoder: nn.Module) -> int:
-    weight = getattr(decoder.norm, "weight", None)
-    if isinstance(weight, Tensor) and weight.dim() == 1:
-        return int(weight.shape[0])
-    return int(getattr(C.text_config(decoder), "hidden_size", -1))
-
-
-def _tokenize_refusal(tokenizer: Any, text: str) -> list[int]:
-    if tokenizer is None:
-        return []
-    tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
-    if not callable(tok):
-        raise TypeError(f"tokenizer: expected a tokenizer or processor, got {type(tokenizer).__name__}")
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    if ids and isinstance(ids[0], list):
-        ids = ids[0]
-    ids = [int(i) for i in ids]
-    eos = getattr(tok, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.append(eos)  # a refusal ends the answer, as a generated one would
-    return ids
+def _embedding_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return weight.dtype if isinstance(weight, Tensor) else None
 
 
 def apply_sasa(
@@ -385,76 +413,46 @@ def apply_sasa(
     config: Optional[SASAConfig] = None,
     probe: Any = None,
     tokenizer: Any = None,
+    *,
+    allow_config_override: bool = False,
 ) -> SASAGuard:
     """Attach SASA to this model *instance* and return its :class:`SASAGuard`.
 
     No class is changed and no forward is replaced: other instances are unaffected, and
-    :meth:`SASAGuard.remove` restores this one exactly. Patching an instance twice raises unless
-    the first guard was removed.
+    :meth:`SASAGuard.remove` restores this one exactly. While applied, ``model.generate`` (and so
+    ``pipeline(...)`` and serving code built on it) is guarded: flagged rows answer the refusal.
+    A plain ``model(...)`` forward is not guarded (it generates nothing). Patching an instance
+    twice raises unless the first guard was removed.
 
     Args:
         model: a loaded causal LM or vision-language model of a supported ``model_type``
             (:data:`sasa.SUPPORTED_MODEL_TYPES`).
         config: the :class:`SASAConfig`. Its layer numbers are 0-based decoder-block indices
             (``H`` after block ``i``), checked here against the model's block count. When
-            ``None``, ``probe.config`` is used if the probe object has one.
+            ``None``, the probe's own config is used. An explicit config whose layers, mode,
+            coefficient, epsilon, scope or feature differ from the probe's is refused (the message
+            names both) unless ``allow_config_override=True``.
         probe: ``None`` (then only :meth:`SASAGuard.features` works), a probe directory written by
-            :meth:`sasa.SASAProbe.save` (its fingerprint is checked against ``model``; its config is
-            used when ``config`` is ``None``), a ``(weight [C, F], bias [C])``
-            pair in feature space (``F`` = output-head width for ``feature="logits"``, hidden size
-            for ``"hidden"``), or an object with ``weight``/``bias`` (and optional ``threshold``,
-            ``categories``).
-        tokenizer: a tokenizer or processor, used to tokenize the refusal text.
+            :meth:`sasa.SASAProbe.save` (its fingerprint is checked against ``model``), a
+            :class:`sasa.SASAProbe` (its fingerprint, if it has one, is checked too), a
+            ``(weight [C, F], bias [C])`` pair in feature space (``F`` = output-head width for
+            ``feature="logits"``, hidden size for ``"hidden"``), or an object with
+            ``weight``/``bias`` (and optional ``threshold``, ``categories``). Non-finite weights
+            and thresholds outside ``[0, 1]`` are refused (such a probe could never fire).
+        tokenizer: the tokenizer or processor: tokenizes the refusal text, and :meth:`SASAGuard.encode`
+            formats prompts with it. Checked against the probe's prompt format (same chat template).
+        allow_config_override: apply the probe under an explicit config that differs from its own.
 
     Raises:
         ValueError: unsupported ``model_type`` (the message lists the supported ones), a model
-            without decoder blocks, a layer index out of range, a probe of the wrong width.
+            without decoder blocks, a layer index out of range, a probe of the wrong width, for
+            another model, or inconsistent with ``config``.
         RuntimeError: the instance already has an active guard.
     """
-    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
-    if isinstance(probe, (str, os.PathLike)):
-        # A directory written by SASAProbe.save: loading checks it was fitted for this model.
-        probe = SASAProbe.load(probe, model=model)
-    if config is None:
-        config = getattr(probe, "config", None)
-        if config is None:
-            raise TypeError("config: expected a SASAConfig (or a probe object carrying one), got None")
-    if not isinstance(config, SASAConfig):
-        raise TypeError(f"config: expected a SASAConfig, got {type(config).__name__}")
-    existing = model.__dict__.get(_GUARD_ATTR)
+    existing = model.__dict__.get(_GUARD_ATTR) if isinstance(model, nn.Module) else None
     if existing is not None and existing.active:
         raise RuntimeError("model: this instance already has an active SASA guard; call guard.remove() first")
-    family = family_of(getattr(model.config, "model_type", None))
-    decoder = C.find_decoder(model)
-    if decoder is None or len(decoder.layers) == 0:
-        raise ValueError(f"model: no decoder blocks found in this {type(model).__name__} (expected a non-empty .layers)")
-    if not isinstance(getattr(decoder, "norm", None), nn.Module):
-        raise ValueError(f"model: the decoder {type(decoder).__name__} has no final norm (.norm)")
-    num_layers = len(decoder.layers)
-    for name in ("safety_layer", "fused_layer"):
-        value = getattr(config, name)
-        if value >= num_layers:
-            raise ValueError(
-                f"{name}: {value} is out of range for this model, which has {num_layers} decoder blocks "
-                f"(0-based indices 0..{num_layers - 1})"
-            )
-    device = _model_device(model)
-    tensors = None
-    if probe is not None:
-        if config.feature == "logits":
-            head = C.find_output_head(model)
-            if head is None or not isinstance(getattr(head, "weight", None), Tensor):
-                raise ValueError("model: feature='logits' needs an output head (lm_head); use feature='hidden'")
-            size = int(head.weight.shape[0])
-        else:
-            size = _hidden_size(decoder)
-        tensors = probe_tensors(probe, size, config.feature, device)
-    if config.scope == "last" and C.attn_implementation(model) not in ("eager", "sdpa"):
-        raise ValueError(
-            f"config.scope: 'last' supports the eager and sdpa attention implementations, this model uses "
-            f"{C.attn_implementation(model)!r}; use scope='all'"
-        )
-    guard = SASAGuard(model, config, family, decoder, tensors, tokenizer)
+    resolved = resolve(model, config, probe, tokenizer, allow_config_override=allow_config_override)
+    guard = SASAGuard(model, resolved, tokenizer)
     model.__dict__[_GUARD_ATTR] = guard
     return guard

@@ -10,6 +10,20 @@ import torch
 from .metrics import roc_curve
 
 
+def plotting_available() -> bool:
+    """Whether matplotlib is installed; warns once (on the ``sasa`` logger) when it is not."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        import logging
+
+        logging.getLogger("sasa").warning(
+            "sasa: matplotlib is not installed, so no plots were written; pip install 'sasa-kernels[hf]' (or matplotlib)"
+        )
+        return False
+    return True
+
+
 def _pyplot():
     import matplotlib
 

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 import sasa_kernels as sk
 from sasa import _compat as C
-from sasa._augment import _put_row, can_fuse_input_norm, fused_input_norm, gather_seq
+from sasa._augment import FusedNormSlot, _put_row, can_fuse_rmsnorm, gather_seq
 from sasa.families import FAMILIES
 
 from . import _tiny
 
 TEXT = sorted(_tiny.TEXT_FAMILIES)
+
+
+@contextlib.contextmanager
+def fused_input_norm(block, h, normed):
+    """Offer ``normed`` for ``h`` to block's input norm, as the augmented pass does."""
+    slot = FusedNormSlot(block.input_layernorm)
+    token = slot.offer(h, normed)
+    try:
+        yield
+    finally:
+        slot.withdraw(token)
+        slot.remove()
 
 
 @pytest.mark.parametrize("family", TEXT)
@@ -24,7 +38,7 @@ def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
     gen = torch.Generator().manual_seed(0)
     hs = torch.randn(2, 7, 32, generator=gen).to(dtype)
     hf = torch.randn(2, 7, 32, generator=gen).to(dtype)
-    if not can_fuse_input_norm(block, fam.llama_norm_numerics, dtype, 32):
+    if not can_fuse_rmsnorm(block.input_layernorm, fam.llama_norm_numerics, dtype, 32):
         # Gemma-style norms in bf16 are not fused (their rounding differs from the kernel's).
         assert not fam.llama_norm_numerics and dtype == torch.bfloat16
         return
@@ -41,7 +55,7 @@ def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
         assert block.input_layernorm(h) is normed
         other = h.clone()
         torch.testing.assert_close(block.input_layernorm(other), want, **tol)
-    assert block.input_layernorm is norm
+    assert block.input_layernorm is norm and "forward" not in norm.__dict__  # restored exactly
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
@@ -97,18 +111,21 @@ def test_guard_uses_the_fused_norm_for_block_s_plus_1(monkeypatch, scope):
     from sasa import SASAConfig, apply_sasa
     from sasa import _augment
 
-    hits = []
-    real_forward = _augment._Precomputed.forward
+    hits, offered = [], []
+    real_offer = _augment.FusedNormSlot.offer
 
-    def spy(self, x):
-        hits.append(x is self.source)
-        return real_forward(self, x)
+    def spy(self, source, normed):
+        offered.append(normed)
+        return real_offer(self, source, normed)
 
-    monkeypatch.setattr(_augment._Precomputed, "forward", spy)
+    monkeypatch.setattr(_augment.FusedNormSlot, "offer", spy)
     t = _tiny.llama()
+    norm = C.find_decoder(t.model).layers[2].input_layernorm
+    handle = norm.register_forward_hook(lambda m, a, out: hits.append(out is offered[-1]) if offered else None)
     guard = apply_sasa(t.model, SASAConfig(1, 2, scope=scope))
     try:
         guard.features(**t.left)
     finally:
         guard.remove()
+        handle.remove()
     assert hits == [True]

@@ -7,7 +7,7 @@ from sasa import SASAConfig
 
 def test_defaults_and_round_trip():
     cfg = SASAConfig(13, 15)
-    assert (cfg.mode, cfg.scope, cfg.feature, cfg.threshold, cfg.fail_closed) == ("replace", "all", "logits", 0.5, True)
+    assert (cfg.mode, cfg.scope, cfg.feature, cfg.threshold, cfg.fail_closed) == ("replace", "last", "logits", 0.5, True)
     other = SASAConfig(1, 3, mode="interpolate", coef=0.25, eps=1e-5, scope="last", feature="hidden",
                        threshold=0.7, refusal_text="No.", fail_closed=False)
     for c in (cfg, other):

@@ -169,13 +169,13 @@ def test_4_scoring_leaves_the_cache_bit_identical(family):
     width = _tiny.VOCAB
     guard = apply_sasa(t.model, config(t, scope="last"), probe=(torch.randn(2, width), torch.zeros(2)))
     try:
-        pos, normal = guard._normal_pass(batch)
+        pos, normal, _ = guard._normal_pass(batch)
         cache = normal.cache
         assert cache is not None and normal.kv
         before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
         length = cache.get_seq_length()
         with torch.no_grad():
-            guard._score_from(normal, pos, guard._probe)
+            guard._score_from(normal, pos)
         assert cache.get_seq_length() == length
         for (k, v), layer in zip(before, cache.layers):
             assert torch.equal(k, layer.keys) and torch.equal(v, layer.values)
@@ -207,7 +207,7 @@ def test_5_generate_passes_are_bit_identical(family, dtype):
     want, got = _generate_pair(t, probe, scope="last" if dtype == torch.float32 else "all")
     assert not got.flagged.any()
     assert torch.equal(got.sequences, want)
-    assert got.scores.shape == (want.shape[0],)
+    assert got.scores.shape == (want.shape[0], 1)  # one column per probe, always
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -280,6 +280,8 @@ def test_7_remove_restores_the_instance(family):
     guard.remove()
     assert type(model).forward is forward_before
     assert "forward" not in model.__dict__ and "_sasa_guard" not in model.__dict__
+    assert "generate" not in model.__dict__ and type(model).generate is type(t.model).generate
+    assert not any("forward" in m.__dict__ for m in model.modules())  # the fused-norm slot is gone too
     assert _hooks(model) == hooks_before
     with torch.no_grad():
         after = model(**t.left).logits

@@ -185,8 +185,18 @@ def test_padded_batch_scores_equal_unpadded_rows(t, scope):
     assert not torch.allclose(alone[0], alone[1])  # rows really differ
 
 
+def _nan_model(t):
+    """A copy of the model whose final norm makes every augmented state NaN (a finite probe then
+    scores NaN: validation refuses a NaN probe itself)."""
+    model = copy.deepcopy(t.model)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    return _tiny.Tiny(t.family, model, t.left, t.right)
+
+
 def test_nan_score_fails_closed(t, caplog):
-    probe = (torch.zeros(_tiny.VOCAB), torch.tensor(float("nan")))
+    probe = (torch.zeros(_tiny.VOCAB), torch.tensor(0.0))
+    t = _nan_model(t)
     guard = _apply(t, probe=probe)
     try:
         assert torch.isnan(guard.score(**t.left)).all()

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from sasa import SASAConfig
-from sasa.probe import COMBINED, CONFIG_FILE, WEIGHTS_FILE, SASAProbe, check_fingerprint, model_fingerprint
+from sasa._fingerprint import _v1_fingerprint, check_fingerprint, model_fingerprint
+from sasa.probe import COMBINED, CONFIG_FILE, WEIGHTS_FILE, SASAProbe
+
+from . import _tiny
+
+#: A complete (version 1) fingerprint for probes whose model does not matter in the test.
+SOME_FINGERPRINT = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 4, "vocab_size": 99,
+                    "head_sha256": "ab" * 32}
 
 
 def _planted(n=400, f=32, seed=0, shift=1.5):
@@ -121,8 +128,8 @@ def test_fit_rejects_nan_features():
 def saved(tmp_path):
     x, y = _planted()
     probe = SASAProbe.fit(
-        x, y, config=SASAConfig(safety_layer=1, fused_layer=3), feature="hidden",
-        fingerprint={"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 4, "vocab_size": 99, "head_sha256": "ab"},
+        x, y, config=SASAConfig(safety_layer=1, fused_layer=3, feature="hidden"), feature="hidden",
+        fingerprint=SOME_FINGERPRINT,
     )
     return probe, probe.save(tmp_path / "probe"), x
 
@@ -168,28 +175,32 @@ def test_load_invalid_json(saved):
         SASAProbe.load(directory)
 
 
-class _FakeModel(torch.nn.Module):
-    def __init__(self, vocab=99, hidden=32, layers=4, seed=0):
-        super().__init__()
-        from transformers import LlamaConfig
+def _llama(layers=4, seed=0):
+    import transformers as T
 
-        self.config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers)
-        torch.manual_seed(seed)
-        self.head = torch.nn.Linear(hidden, vocab, bias=False)
-
-    def get_output_embeddings(self):
-        return self.head
+    torch.manual_seed(seed)
+    return T.LlamaForCausalLM(T.LlamaConfig(**dict(_tiny.TEXT, num_hidden_layers=layers))).eval()
 
 
 def test_fingerprint_names_the_differing_field():
-    model = _FakeModel()
+    model = _llama()
     fp = model_fingerprint(model)
-    assert fp["model_type"] == "llama" and fp["vocab_size"] == 99 and len(fp["head_sha256"]) == 64
+    assert fp["model_type"] == "llama" and fp["vocab_size"] == _tiny.VOCAB and fp["version"] == 2
+    assert all(len(t["samples"]) == 8 for t in fp["tensors"])
     check_fingerprint(fp, model)
     with pytest.raises(ValueError, match="num_hidden_layers is 4 in the probe but 5"):
-        check_fingerprint(fp, _FakeModel(layers=5))
+        check_fingerprint(fp, _llama(layers=5))
+    with pytest.raises(ValueError, match="fitted for a different model: the weights of input_embeddings.weight differ"):
+        check_fingerprint(fp, _llama(seed=1))
+
+
+def test_version_1_fingerprints_are_still_checked_exactly():
+    model = _llama()
+    fp = _v1_fingerprint(model)
+    assert len(fp["head_sha256"]) == 64
+    check_fingerprint(fp, model)
     with pytest.raises(ValueError, match="head_sha256"):
-        check_fingerprint(fp, _FakeModel(seed=1))
+        check_fingerprint(fp, _llama(seed=1))
 
 
 def test_apply_sasa_takes_a_probe_object_or_directory(tmp_path):
@@ -209,5 +220,5 @@ def test_apply_sasa_takes_a_probe_object_or_directory(tmp_path):
     assert torch.equal(guard.score(**inputs), from_object)
     guard.remove()
     other, _ = build_default(seed=1)
-    with pytest.raises(ValueError, match="head_sha256"):
+    with pytest.raises(ValueError, match="fitted for a different model"):
         apply_sasa(other, probe=tmp_path / "p")

@@ -1,9 +1,12 @@
-"""Turning the ``probe`` argument of :func:`sasa.apply_sasa` into tensors, and folding it.
+"""Turning the ``probe`` argument of :func:`sasa.apply_sasa` into validated tensors, and folding it.
 
 A probe is either a ``(weight, bias)`` pair (``weight`` ``[C, F]`` or ``[F]``, ``bias`` ``[C]``, a
 scalar or ``None``) or an object with ``weight`` and ``bias`` attributes of those shapes and,
 optionally, ``threshold`` (a float or ``[C]``) and ``categories`` (``C`` names). ``F`` is the
 feature size: the output head's width for ``feature="logits"``, the hidden size for ``"hidden"``.
+
+A probe that could never fire would silently pass every request, so non-finite weights or biases,
+and thresholds that are NaN or outside ``[0, 1]``, are refused here (and by :class:`sasa.SASAProbe`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ class ProbeTensors:
     bias: Tensor  # [C]
     threshold: Optional[Tensor]  # [C] or None (then the config's threshold applies)
     categories: Optional[list[str]]
-    single: bool  # True: scores are returned as [B] rather than [B, 1]
+
+    def to(self, device: torch.device) -> "ProbeTensors":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return ProbeTensors(move(self.weight), move(self.bias), move(self.threshold), self.categories)
 
 
 def probe_tensors(probe: Any, feature_size: int, feature: str, device: torch.device) -> ProbeTensors:
@@ -44,8 +50,9 @@ def probe_tensors(probe: Any, feature_size: int, feature: str, device: torch.dev
         )
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(f"probe weight: expected a floating-point torch.Tensor, got {_describe(weight)}")
-    single = weight.dim() == 1
-    if single:
+    if weight.device.type == "meta":
+        raise ValueError("probe weight: is on the meta device (no values); load the probe's weights first")
+    if weight.dim() == 1:
         weight = weight.unsqueeze(0)
     if weight.dim() != 2:
         raise ValueError(f"probe weight: expected shape [C, F] or [F], got {list(weight.shape)}")
@@ -67,6 +74,10 @@ def probe_tensors(probe: Any, feature_size: int, feature: str, device: torch.dev
             raise ValueError(f"probe bias: expected shape [{num}] (one per probe), got {list(bias.shape)}")
     else:
         raise TypeError(f"probe bias: expected a torch.Tensor, a number or None, got {_describe(bias)}")
+    if bias.device.type == "meta":
+        raise ValueError("probe bias: is on the meta device (no values); load the probe's weights first")
+    check_finite("probe weight", weight)
+    check_finite("probe bias", bias)
     thr = None
     if threshold is not None:
         thr = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
@@ -74,6 +85,7 @@ def probe_tensors(probe: Any, feature_size: int, feature: str, device: torch.dev
             thr = thr.expand(num).clone()
         if thr.shape != (num,):
             raise ValueError(f"probe threshold: expected a float or shape [{num}], got {list(thr.shape)}")
+        check_thresholds("probe threshold", thr)
     if categories is not None:
         categories = [str(c) for c in categories]
         if len(categories) != num:
@@ -83,8 +95,24 @@ def probe_tensors(probe: Any, feature_size: int, feature: str, device: torch.dev
         bias=bias.detach().to(device=device, dtype=torch.float32).contiguous(),
         threshold=None if thr is None else thr.to(device),
         categories=categories,
-        single=single or num == 1,
     )
+
+
+def check_finite(name: str, values: Tensor) -> None:
+    """A NaN or infinite probe weight makes every score NaN or saturated: refuse it."""
+    if values.device.type == "meta":
+        raise ValueError(f"{name}: is on the meta device (no values)")
+    bad = ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        raise ValueError(f"{name}: contains {int(bad.sum())} NaN or infinite value(s); a probe must be finite")
+
+
+def check_thresholds(name: str, thresholds: Tensor) -> None:
+    """Thresholds are probabilities: a NaN one never compares true and one above 1 never fires."""
+    values = thresholds.detach().double().reshape(-1)
+    bad = [float(v) for v in values if not 0.0 <= float(v) <= 1.0]
+    if bad:
+        raise ValueError(f"{name}: expected probabilities in [0, 1], got {bad[:4]} (such a probe could never fire)")
 
 
 def fold_into_hidden(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
@@ -98,7 +126,7 @@ def fold_into_hidden(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
     bias = probe.bias.clone()
     if head.bias is not None:
         bias = bias + probe.weight @ head.bias.detach().float()
-    return ProbeTensors(weight.contiguous(), bias, probe.threshold, probe.categories, probe.single)
+    return ProbeTensors(weight.contiguous(), bias, probe.threshold, probe.categories)
 
 
 def _describe(value: Any) -> str:

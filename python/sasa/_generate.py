@@ -1,0 +1,152 @@
+"""Guarded generation: score the very prefill ``generate`` runs, then stop and refuse flagged rows.
+
+One call of the model's own ``generate``: hooks observe its prefill (the first forward), the
+augmented pass and probe score every row right there, and a stopping criterion ends flagged rows
+after that first step; passed rows continue in the same call, so their tokens are bit-identical to
+the unguarded model's. Afterwards flagged rows' tokens are replaced by the refusal.
+
+Fail-closed rules: settings under which the first forward is not the whole prompt's prefill (beam
+search, several return sequences, assisted or chunked prefill, a caller's cache) are refused
+before anything runs; a prefill that was not observed, was shorter than the prompt, or whose
+scoring raised, flags every row (unless ``fail_closed=False``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import _compat as C
+from ._refusal import HeldStreamer
+
+logger = logging.getLogger("sasa")
+
+_SUPPORTED_MODES = ("greedy_search", "sample")
+# A caller's cache means the first forward would not be the prompt's full prefill.
+_CACHE_ARGS = ("past_key_values", "cache")
+# generate() arguments that switch to a decoding loop whose first forward is not one full prefill.
+_REFUSED_ARGS = {
+    "assistant_model": "assisted generation",
+    "custom_generate": "a custom generation loop",
+    "synced_gpus": "synced GPUs",
+}
+
+
+@dataclass
+class PrefillDecision:
+    """Filled in by the prefill hook of one guarded ``generate`` call."""
+
+    batch: int
+    num_probes: int
+    device: torch.device
+    prompt_length: int
+    done: bool = False
+    probs: Tensor = field(init=False)
+    flagged: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        self.probs = torch.full((self.batch, self.num_probes), float("nan"), device=self.device)
+
+
+def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str, batch: int) -> C.GenerationConfig:
+    """Refuse (``ValueError``) every setting under which the guard could not score the real prefill."""
+    for name, what in _REFUSED_ARGS.items():
+        if kwargs.get(name) not in (None, False):
+            raise ValueError(f"{name}: sasa's guarded generate does not support {what}")
+    for name in _CACHE_ARGS:
+        if kwargs.get(name) is not None:
+            raise ValueError(f"{name}: guarded generate runs its own prefill; do not pass a cache")
+    config = C.effective_generation_config(model, kwargs)
+    mode = C.generation_mode(config, kwargs.get("assistant_model"))
+    if mode not in _SUPPORTED_MODES:
+        beams = "beam" in mode
+        raise ValueError(
+            f"{'num_beams' if beams else 'generation_config'}: sasa's guarded generate supports greedy decoding and "
+            f"sampling only; these settings (after merging generation_config=, the model's generation_config and "
+            f"the arguments) select {f'num_beams={config.num_beams}' if beams else repr(mode)}"
+        )
+    if (config.num_return_sequences or 1) != 1:
+        raise ValueError(
+            f"num_return_sequences: sasa's guarded generate supports 1 only, got {config.num_return_sequences} "
+            "(after merging generation_config=, the model's generation_config and the arguments)"
+        )
+    if getattr(config, "prefill_chunk_size", None) is not None:
+        raise ValueError("prefill_chunk_size: chunked prefill is not supported by sasa's guarded generate")
+    if scope == "last":
+        if config.use_cache is False:
+            raise ValueError("use_cache: scope='last' reads the prefill's keys and values; use_cache=False leaves none")
+        implementation = getattr(config, "cache_implementation", None)
+        if implementation not in (None, "dynamic"):
+            raise ValueError(
+                f"cache_implementation: scope='last' reads the prefill's keys and values from a dynamic cache; "
+                f"{implementation!r} is not supported (use scope='all')"
+            )
+    if kwargs.get("streamer") is not None and batch != 1:
+        raise ValueError(f"streamer: streaming supports a batch of one prompt, got {batch} (as transformers' streamers do)")
+    return config
+
+
+class PrefillHook:
+    """A forward hook on the top-level model, routed to the guarded call active in this context."""
+
+    def __init__(self, model: nn.Module):
+        self._active: contextvars.ContextVar[Optional[Callable[[], None]]] = contextvars.ContextVar(
+            "sasa_prefill", default=None
+        )
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        callback = self._active.get()
+        if callback is not None:
+            callback()
+
+    def activate(self, callback: Callable[[], None]) -> contextvars.Token:
+        return self._active.set(callback)
+
+    def deactivate(self, token: contextvars.Token) -> None:
+        self._active.reset(token)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+class StopFlagged(C.StoppingCriteria):
+    """Marks flagged rows finished right after the prefill's token, so they spend no more steps of
+    their own and ``generate`` ends as soon as every passed row is done."""
+
+    def __init__(self, decision: PrefillDecision):
+        self.decision = decision
+
+    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        flagged = self.decision.flagged
+        if flagged is None:  # the prefill hook never ran: fail closed
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return flagged.to(input_ids.device)
+
+
+def hold_streamer(kwargs: dict[str, Any], decision: PrefillDecision, refusal: list[int]) -> None:
+    """Replace ``kwargs["streamer"]`` by a :class:`HeldStreamer` around it (in place)."""
+    streamer = kwargs.get("streamer")
+    if streamer is None:
+        return
+
+    def decided() -> Optional[bool]:
+        return None if decision.flagged is None else bool(decision.flagged[0])
+
+    kwargs["streamer"] = HeldStreamer(streamer, decided, refusal)
+
+
+def end_stream_on_error(kwargs: dict[str, Any]) -> None:
+    """A caller reading a streamer in another thread would wait forever if generate raised first."""
+    streamer = kwargs.get("streamer")
+    if streamer is not None:
+        try:
+            # A held stream ends with nothing in it: neither the model's tokens nor a refusal.
+            (streamer.inner if isinstance(streamer, HeldStreamer) else streamer).end()
+        except Exception:  # noqa: BLE001 - the original error is the one worth raising
+            logger.debug("sasa: ending the streamer after an error failed", exc_info=True)

@@ -1,0 +1,81 @@
+"""The read-out: from the augmented state at the last prompt token to features and probe scores.
+
+``z = final_norm(h)``; features are ``z`` (``feature="hidden"``) or the output head's logits of
+``z`` (``"logits"``, soft-capped where the model soft-caps). A logits probe over a plain linear head
+is folded into hidden space once (``w_h = W_lm^T w``, exact: docs/method.md section 5), so scoring
+never runs the vocabulary-size matmul; then the final norm, the probe matmul, bias and sigmoid run
+in one ``sasa_kernels.probe`` call whenever the kernel reproduces the model's final norm.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+import sasa_kernels as sk
+
+from . import _compat as C
+from ._augment import can_fuse_rmsnorm
+from ._probe_tensors import ProbeTensors, fold_into_hidden
+from .families import Family
+
+
+class Readout:
+    """Features and scores for one model, config and probe; built once by the guard."""
+
+    def __init__(self, model: nn.Module, decoder: nn.Module, family: Family, feature: str, probe: Optional[ProbeTensors]):
+        self.feature = feature
+        self.family = family
+        self.norm: nn.Module = decoder.norm
+        self.head: Optional[nn.Module] = C.find_output_head(model)
+        self.softcap = C.final_logit_softcap(model)
+        # Fold the logits probe into hidden space only when the head is a plain linear map.
+        self.folded = (
+            probe is not None and feature == "logits" and isinstance(self.head, nn.Linear) and self.softcap is None
+        )
+        self._probe = fold_into_hidden(probe, self.head) if self.folded else probe
+        self._on_device: dict[torch.device, ProbeTensors] = {}
+
+    @property
+    def probe(self) -> Optional[ProbeTensors]:
+        return self._probe
+
+    def features(self, h: Tensor) -> Tensor:
+        """float32 ``[B, F]`` from the pre-norm state ``h`` ``[B, d]``."""
+        z = self.norm(h)
+        return (z if self.feature == "hidden" else self._logits(z)).float()
+
+    def scores(self, h: Tensor) -> Tensor:
+        """Probe probabilities, float32 ``[B, C]``, from the pre-norm state ``h`` ``[B, d]``."""
+        probe = self._probe_on(h.device)
+        hidden_space = self.feature == "hidden" or self.folded
+        if hidden_space and can_fuse_rmsnorm(self.norm, self.family.llama_norm_numerics, h.dtype, h.shape[-1]):
+            # Final norm, matmul, bias and sigmoid in one launch.
+            return sk.probe(
+                h.contiguous(), probe.weight, probe.bias, norm_weight=self.norm.weight.detach(),
+                norm_eps=C.rmsnorm_eps(self.norm), weight_offset=self.family.norm_offset,
+            )
+        z = self.norm(h)
+        rows = z if hidden_space else self._logits(z)
+        return sk.probe(rows.contiguous(), probe.weight, probe.bias)
+
+    def _logits(self, z: Tensor) -> Tensor:
+        if self.head is None:
+            raise ValueError("model: feature='logits' needs an output head (lm_head); use feature='hidden'")
+        logits = self.head(z)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def _probe_on(self, device: torch.device) -> ProbeTensors:
+        # The model may have moved since the guard was built; keep one copy of the probe per device.
+        probe = self._probe
+        if probe is None:
+            raise ValueError("probe: this guard has no probe; pass probe=... to apply_sasa")
+        if probe.weight.device == device:
+            return probe
+        if device not in self._on_device:
+            self._on_device[device] = probe.to(device)
+        return self._on_device[device]
