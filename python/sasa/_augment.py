@@ -29,7 +29,7 @@ from torch import Tensor, nn
 import sasa_kernels as sk
 
 from . import _compat as C
-from ._capture import NormalPass
+from ._capture import GuardPart, NormalPass
 
 
 class ReadOnlyKV:
@@ -123,7 +123,7 @@ def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class FusedNormSlot:
+class FusedNormSlot(GuardPart):
     """Lets the augmented pass hand block ``s+1`` the kernel's fused ``rmsnorm(h)``.
 
     Installed on block ``s+1``'s ``input_layernorm`` instance (its ``forward``, an instance

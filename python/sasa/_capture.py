@@ -31,6 +31,17 @@ from torch import Tensor, nn
 from . import _compat as C
 
 
+class GuardPart:
+    """Something a guard installs on a model. A deep copy of the model would share it with the
+    original (hooks that serve the original's calls), so copying a guarded model is refused."""
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        raise TypeError(
+            "a model with an active SASA guard cannot be deep-copied (the copy would share the guard's hooks); "
+            "call guard.remove(), copy the model, then apply_sasa to each copy"
+        )
+
+
 @dataclass
 class NormalPass:
     """What one normal forward pass left behind (see the module docstring)."""
@@ -102,7 +113,7 @@ class Recorder:
         self._wrapped_cache = cache
 
 
-class BlockHooks:
+class BlockHooks(GuardPart):
     """Hooks on decoder blocks that hand what they see to the recorder active in the caller's context.
 
     ``keep``: the blocks whose output is recorded; ``kwargs_from``: the first block whose call

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _compat as C
+from ._capture import GuardPart
 from ._refusal import HeldStreamer
 
 logger = logging.getLogger("sasa")
@@ -91,7 +92,7 @@ def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str
     return config
 
 
-class PrefillHook:
+class PrefillHook(GuardPart):
     """A forward hook on the top-level model, routed to the guarded call active in this context."""
 
     def __init__(self, model: nn.Module):

@@ -37,9 +37,8 @@ FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)  # 1: before prompt formats and version-2 fingerprints
 
 
-def save(probe: Any, directory: Path) -> Path:
-    from safetensors.torch import save_file
-
+def check_save_target(directory: Path) -> None:
+    """Raise ``ValueError`` unless a probe may be saved at ``directory`` (new, empty, or a probe)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"probe directory: {directory} exists and is not a directory")
@@ -48,6 +47,13 @@ def save(probe: Any, directory: Path) -> Path:
             f"probe directory: {directory} is not empty and holds no sasa probe; save into a new or empty "
             "directory (or an existing probe directory, which is replaced)"
         )
+
+
+def save(probe: Any, directory: Path) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    check_save_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:

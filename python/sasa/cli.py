@@ -111,10 +111,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                             coef=args.coef, scope=args.scope, feature=args.feature)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from err
+    from ._probe_io import check_save_target
+    from .data import read_manifest
+
     out = Path(args.out)
+    check_save_target(out)  # before the long part, not after it
     check_model_dir(args.model)
     _device(args.device)
-    from .data import read_manifest
 
     examples = read_manifest(args.data)
     model, processor = load_model(args.model, args.device, args.dtype)

@@ -32,9 +32,12 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
+    """One manifest row. ``image`` is a path (or, built in code, a ``PIL.Image``); ``label`` is -1
+    when unknown; ``line`` is the manifest line number (0 when not from a file)."""
+
     prompt: str
     label: int
-    image: Optional[Path] = None
+    image: Optional[Any] = None
     category: Optional[str] = None
     line: int = 0
     text_only: Optional[str] = None
@@ -141,7 +144,7 @@ def encode_batch(
             raise ValueError("encode_batch: mix rows with and without images in separate batches")
         from PIL import Image
 
-        kwargs["images"] = [Image.open(p).convert("RGB") for p in images]
+        kwargs["images"] = [(Image.open(p) if isinstance(p, (str, Path)) else p).convert("RGB") for p in images]
         batch = processor(text=texts, **kwargs)
     else:
         tokenizer = getattr(processor, "tokenizer", processor)

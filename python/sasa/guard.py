@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from . import _compat as C
 from ._augment import AugmentedPass
-from ._capture import BlockHooks, NormalPass, Recorder
+from ._capture import BlockHooks, GuardPart, NormalPass, Recorder
 from ._generate import PrefillDecision, PrefillHook, StopFlagged, check_generate_settings, end_stream_on_error, hold_streamer
 from ._inputs import check_inputs, last_positions
 from ._probe_tensors import ProbeTensors
@@ -183,11 +183,7 @@ class SASAGuard:
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
-    def __deepcopy__(self, memo: dict) -> Any:
-        raise TypeError(
-            "a model with an active SASA guard cannot be deep-copied (the copy would share the guard's hooks); "
-            "call guard.remove(), copy the model, then apply_sasa to each copy"
-        )
+    __deepcopy__ = GuardPart.__deepcopy__
 
     def __repr__(self) -> str:
         probes = self.categories if self._probe is not None else None

@@ -140,3 +140,129 @@ def test_encode_batch_pads_left_and_leaves_the_tokenizer_as_it_was():
     batch = encode_batch(tokenizer, [Example("how do i bake bread", 0), Example("brew tea", 0)])
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1  # left-padded
     assert tokenizer.padding_side == "right"
+
+
+@pytest.mark.parametrize(
+    "device, needle",
+    [("bogus", "--device: 'bogus' is not a device"), ("meta", "--device: meta holds no weights"),
+     ("cuda:0" if not __import__("torch").cuda.is_available() else "xla", "--device")],
+)
+def test_bad_devices_are_one_line_errors(workspace, device, needle):
+    root, model_dir, manifest = workspace
+    result = run_cli("calibrate", "--model", str(model_dir), "--data", str(manifest), "--safety-layer", "1",
+                     "--fused-layer", "2", "--out", str(root / "dev"), "--device", device, check=False)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_score_refuses_to_overwrite_its_manifest(workspace):
+    root, model_dir, manifest = workspace
+    result = run_cli("score", "--model", str(model_dir), "--probe", "p", "--data", str(manifest),
+                     "--out", str(manifest), check=False)
+    assert result.returncode == 2 and "is the --data manifest" in result.stderr
+    assert manifest.read_text().count("\n") == ROWS  # untouched
+
+
+def test_score_refuses_image_rows_on_a_text_only_model(workspace):
+    root, model_dir, manifest = workspace
+    probe_dir = root / "probe"
+    if not probe_dir.exists():
+        pytest.skip("needs the calibrate test's probe")
+    (root / "pic.png").write_bytes(b"\x89PNG")
+    rows = root / "with_image.jsonl"
+    rows.write_text('{"prompt": "how do i bake bread", "label": 0}\n'
+                    '{"prompt": "what is in this picture", "label": 1, "image": "pic.png"}\n')
+    result = run_cli("score", "--model", str(model_dir), "--probe", str(probe_dir), "--data", str(rows), check=False)
+    assert result.returncode == 2 and "line 2: row has an image" in result.stderr and "text-only" in result.stderr
+
+
+def test_calibrate_refuses_an_unrelated_output_directory_before_working(workspace, tmp_path):
+    root, model_dir, manifest = workspace
+    (tmp_path / "thesis.tex").write_text("mine")
+    result = run_cli("calibrate", "--model", str(model_dir), "--data", str(manifest), "--safety-layer", "1",
+                     "--fused-layer", "2", "--out", str(tmp_path), check=False)
+    assert result.returncode == 2 and "is not empty and holds no sasa probe" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+def test_a_hub_id_gets_a_download_hint():
+    result = run_cli("score", "--model", "llava-hf/llava-1.5-7b-hf", "--probe", "p", "--data", "d", check=False)
+    assert result.returncode == 2 and "looks like a Hugging Face Hub id" in result.stderr and "--local-dir" in result.stderr
+
+
+def test_version_and_help_show_defaults():
+    import sasa_kernels
+
+    assert run_cli("--version").stdout.strip() == f"sasa {sasa_kernels.__version__}"
+    text = run_cli("calibrate", "--help").stdout
+    assert "(default: last)" in text and "(default: 0.05)" in text and "(default: 8)" in text
+    assert "--batch-size" not in run_cli("generate", "--help").stdout
+
+
+def test_cli_choice_lists_follow_the_config():
+    from sasa import cli, config
+
+    assert cli.SCOPES == config.SCOPES and cli.FEATURES == config.FEATURES and cli.MODES == config.MODES
+
+
+def test_calibrate_without_matplotlib_still_saves_the_probe(workspace, tmp_path):
+    root, model_dir, manifest = workspace
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('matplotlib is blocked in this test')\n")
+    env = dict(__import__("os").environ)
+    env["PYTHONPATH"] = f"{blocker}:{env.get('PYTHONPATH', '')}"
+    out_dir = tmp_path / "probe"
+    result = subprocess.run([sys.executable, "-m", "sasa.cli", "calibrate", "--model", str(model_dir), "--data",
+                             str(manifest), "--safety-layer", "1", "--fused-layer", "4", "--out", str(out_dir),
+                             "--quiet"], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no plots: matplotlib missing" in result.stdout and "matplotlib is not installed" in result.stderr
+    assert (out_dir / "probe.safetensors").is_file() and not (out_dir / "roc.png").exists()
+
+
+def test_unavailable_scores_are_null_in_the_jsonl(workspace, monkeypatch, capsys):
+    import torch
+
+    from sasa import cli
+    from sasa.guard import SASAGuard
+
+    root, model_dir, manifest = workspace
+    probe_dir = root / "probe"
+    if not probe_dir.exists():
+        pytest.skip("needs the calibrate test's probe")
+    monkeypatch.setattr(SASAGuard, "score", lambda self, **inputs: torch.full((inputs["input_ids"].shape[0], 1), float("nan")))
+    out = root / "nan_scores.jsonl"
+    assert cli.main(["score", "--model", str(model_dir), "--probe", str(probe_dir), "--data", str(manifest),
+                     "--out", str(out), "--quiet"]) == 0
+    text = out.read_text()
+    assert "NaN" not in text
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert all(r["score"] is None and r["flagged"] for r in rows)  # unavailable: flagged (fail closed)
+
+
+def test_generate_names_the_probe_that_fired(workspace, monkeypatch, capsys):
+    import torch
+
+    from sasa import cli
+    from sasa.guard import SASAGenerateOutput, SASAGuard
+    from sasa.probe import SASAProbe
+
+    root, model_dir, _ = workspace
+    probe_dir = root / "probe"
+    if not probe_dir.exists():
+        pytest.skip("needs the calibrate test's probe")
+    real = SASAProbe.load(probe_dir)
+    two = SASAProbe(weight=real.weight.repeat(2, 1), bias=real.bias.repeat(2), threshold=torch.tensor([0.9, 0.2]),
+                    categories=["any", "weapons"], feature=real.feature, config=real.config,
+                    fingerprint=real.fingerprint, prompt_format=real.prompt_format)
+    two.save(root / "two_probes")
+
+    def fake_generate(self, **kwargs):
+        ids = kwargs["input_ids"]
+        return SASAGenerateOutput(ids, torch.tensor([True]), torch.tensor([[0.3, 0.7]]), self.config.refusal_text)
+
+    monkeypatch.setattr(SASAGuard, "generate", fake_generate)
+    assert cli.main(["generate", "--model", str(model_dir), "--probe", str(root / "two_probes"),
+                     "--prompt", "how do i bake bread"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("[REFUSED; weapons 0.700]") and "any" not in line.split("]")[0]

@@ -46,3 +46,25 @@ def test_from_json_rejects_unknown_fields_and_bad_json():
         SASAConfig.from_json("{")
     with pytest.raises(ValueError, match="smaller than"):
         SASAConfig.from_json('{"safety_layer": 2, "fused_layer": 1}')
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(eps=1e-300), r"eps: expected a number in \[1.175e-38"),  # zero in float32
+        (dict(eps=1e39), "eps: expected a number in"),
+        (dict(coef=1e300), "coef: expected a value within float32's range"),
+    ],
+)
+def test_values_that_vanish_or_overflow_in_float32_are_refused(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        SASAConfig(0, 1, **kwargs)
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
+    import numpy as np
+
+    cfg = SASAConfig(np.int64(1), np.int32(3), coef=np.float32(0.5), eps=np.float64(1e-6), threshold=np.float32(0.25))
+    assert cfg == SASAConfig(1, 3, coef=0.5, eps=1e-6, threshold=0.25)
+    assert type(cfg.coef) is float and type(cfg.safety_layer) is int
+    assert SASAConfig.from_json(cfg.to_json()) == cfg
