@@ -14,6 +14,8 @@ Public API::
 
     probe, report = sasa.calibrate(model, processor, "manifest.jsonl", sasa.SASAConfig(13, 15))
     probe.save("probe_dir")
+    sasa.locate(model, processor, "manifest.jsonl")        # which layers? (sasa locate)
+    sasa.evaluate(model, processor, "test.jsonl", "probe_dir")   # what does the guard change? (sasa eval)
 
 Layer numbers are 0-based decoder-block indices (``H`` after block ``i``). Names are imported on
 first use, so ``import sasa`` (and the ``sasa`` command's ``--help``) stay light; the Hugging Face
@@ -44,17 +46,23 @@ _EXPORTS = {
     "SASAProbe": "probe",
     "SaturatedThresholdWarning": "probe",
     "PromptFormat": "_prompt_format",
+    "LocateResult": "locate",
+    "EvalResult": "evaluate",
+    "read_dataset": "readers",
 }
+#: Callable modules: ``sasa.locate(...)`` and ``sasa.evaluate(...)`` run the module's main function.
+_MODULES = ("locate", "evaluate")
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted(list(_EXPORTS) + list(_MODULES)) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is None and name not in _MODULES:
         raise AttributeError(f"module 'sasa' has no attribute {name!r}")
     try:
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        loaded = importlib.import_module(f".{module or name}", __name__)
+        value = loaded if module is None else getattr(loaded, name)
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in ("transformers", "safetensors", "tqdm", "PIL", "tokenizers"):
             raise ModuleNotFoundError(
@@ -78,4 +86,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .families import SUPPORTED_MODEL_TYPES
     from .guard import SASAGenerateOutput, SASAGuard, apply_sasa
     from .metrics import ProbeMetrics
+    from .evaluate import EvalResult
+    from .locate import LocateResult
     from .probe import SASAProbe, SaturatedThresholdWarning
+    from .readers import read_dataset

@@ -69,14 +69,15 @@ def load_model(directory: str, device: str, dtype: str) -> tuple[Any, Any]:
     from .auto import is_vision_language, load_processor
 
     path = check_model_dir(directory)
-    device = _device(device)
+    device = check_device(device)
     vision = is_vision_language(path)
     auto = tf.AutoModelForImageTextToText if vision else tf.AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     return model, load_processor(path, vision)
 
 
-def _device(name: str) -> str:
+def check_device(name: str) -> str:
+    """``--device`` as given, if it names a usable cpu or cuda device; else :class:`CLIError`."""
     import torch
 
     try:
@@ -117,7 +118,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_save_target(out)  # before the long part, not after it
     check_model_dir(args.model)
-    _device(args.device)
+    check_device(args.device)
 
     examples = read_manifest(args.data)
     model, processor = load_model(args.model, args.device, args.dtype)
@@ -142,7 +143,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).resolve() == Path(args.data).resolve():
         raise CLIError(f"--out: {args.out} is the --data manifest; writing scores there would overwrite it")
     check_model_dir(args.model)
-    _device(args.device)
+    check_device(args.device)
     _load_probe(args)
     examples = read_manifest(args.data, require_labels=False)
     model, processor = load_model(args.model, args.device, args.dtype)
@@ -196,7 +197,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if not image.is_file():
             raise CLIError(f"--image: {image} not found")
     check_model_dir(args.model)
-    _device(args.device)
+    check_device(args.device)
     _load_probe(args)
     model, processor = load_model(args.model, args.device, args.dtype)
     example = Example(args.prompt, -1, image)

@@ -175,3 +175,10 @@ def batches(examples: Sequence[Example], batch_size: int) -> Iterator[list[Examp
         group = [e for e in examples if (e.image is not None) == has_image]
         for start in range(0, len(group), batch_size):
             yield group[start:start + batch_size]
+
+
+def read_dataset(path: PathLike, format: str = "jsonl", **kwargs: Any) -> list[Example]:
+    """Rows of a local dataset in its authors' layout: see :func:`sasa.readers.read_dataset`."""
+    from .readers import read_dataset as read  # readers imports this module
+
+    return read(path, format, **kwargs)

@@ -140,4 +140,10 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
           f"{torch.get_num_threads()} CPU threads):")
     print(f"  unguarded model.generate : {plain:8.2f} ms")
     print(f"  guarded   guard.generate : {guarded:8.2f} ms  ({guarded / plain:.2f}x)")
-    return {"metrics": report.metrics, "ttft_ms": {"unguarded": plain, "guarded": guarded}}
+
+    from .evaluate import evaluate, format_summary
+
+    result = evaluate(model, tokenizer, DEMO_MANIFEST, probe, max_new_tokens=4, batch_size=32, progress=progress)
+    print("\nsasa eval on the calibration prompts themselves (in-sample; a refusal = a refusal phrase or the guard's):")
+    print(format_summary(result))
+    return {"metrics": report.metrics, "ttft_ms": {"unguarded": plain, "guarded": guarded}, "eval": result}
