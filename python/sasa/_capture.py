@@ -188,3 +188,18 @@ class Capture:
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+
+
+def check_observed(normal: NormalPass, safety_layer: int, fused_layer: int, scope: str, num_layers: int, length: int) -> None:
+    """The forward that was observed must be the whole prompt's, with everything the augmented
+    pass needs; anything else would score the wrong thing (a prefill in chunks, a skipped block)."""
+    s, f = safety_layer, fused_layer
+    if s not in normal.hidden or f not in normal.hidden:
+        raise RuntimeError("the model's forward did not run the safety and fused decoder blocks")
+    if normal.hidden[s].shape[-2] != length:
+        raise RuntimeError(f"the observed forward covered {normal.hidden[s].shape[-2]} positions, the prompt has {length}")
+    missing = [i for i in range(s + 1, num_layers) if i not in normal.block_kwargs]
+    if scope == "last":
+        missing += [i for i in range(s + 1, num_layers) if i not in normal.kv and i not in missing]
+    if missing:
+        raise RuntimeError(f"the observed forward left nothing recorded for decoder block(s) {sorted(set(missing))}")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import _compat as C
 from ._capture import GuardPart
-from ._refusal import HeldStreamer
+from ._refusal import HeldStreamer, blank_step_outputs, write_refusals
 
 logger = logging.getLogger("sasa")
 
@@ -151,3 +151,56 @@ def end_stream_on_error(kwargs: dict[str, Any]) -> None:
             (streamer.inner if isinstance(streamer, HeldStreamer) else streamer).end()
         except Exception:  # noqa: BLE001 - the original error is the one worth raising
             logger.debug("sasa: ending the streamer after an error failed", exc_info=True)
+
+
+def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDecision, Tensor]:
+    """Run the model's own generate under ``guard``; (its output, the decision, guarded sequences)."""
+    kwargs = dict(kwargs)
+    try:
+        guard._check_active()
+        probe = guard._require_probe()
+        batch, length, last_pos = guard._check_call_inputs(kwargs)
+        check_generate_settings(guard.model, kwargs, guard.config.scope, batch)
+    except BaseException:
+        end_stream_on_error(kwargs)
+        raise
+    decision = PrefillDecision(batch, len(probe.bias), last_pos.device, length)
+    recorder = guard._recorder()
+
+    def after_prefill() -> None:
+        if decision.done:
+            return
+        decision.done = True
+        try:
+            normal = recorder.result
+            guard._check_observed(normal, length)
+            decision.probs = guard._score_from(normal, last_pos)
+        except Exception:  # noqa: BLE001 - a failed score must flag, never crash the batch
+            logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
+        finally:
+            recorder.finish()  # free the prefill's states; later forwards are decode steps
+        decision.flagged = guard._decide(decision.probs)
+
+    criteria = C.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+    criteria.append(StopFlagged(decision))
+    hold_streamer(kwargs, decision, guard._refusal_ids)
+    token = guard._prefill.activate(after_prefill)
+    try:
+        with torch.no_grad(), guard._hooks.recording(recorder):
+            out = guard._generate_patch.original(**kwargs, stopping_criteria=criteria)
+    except BaseException:
+        end_stream_on_error(kwargs)
+        raise
+    finally:
+        guard._prefill.deactivate(token)
+    if not decision.done:
+        logger.warning("sasa: generate returned without a prefill the guard could observe; every row is flagged")
+        decision.flagged = guard._decide(decision.probs)  # NaN scores: fail closed
+    sequences = out if isinstance(out, Tensor) else out.sequences
+    prompt_width = length if "input_ids" in kwargs else 0
+    pad = guard._pad_id if guard._pad_id is not None else (guard._eos_id if guard._eos_id is not None else 0)
+    flagged = decision.flagged.to(sequences.device)
+    guarded = write_refusals(sequences, flagged, prompt_width, guard._refusal_ids, pad)
+    if not isinstance(out, Tensor):
+        blank_step_outputs(out, flagged)
+    return out, decision, guarded

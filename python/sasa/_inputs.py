@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_inputs(
@@ -93,3 +93,19 @@ def _describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"a {value.dtype} tensor of shape {list(value.shape)}"
     return type(value).__name__
+
+
+def tensor_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if isinstance(v, Tensor) or k in ("input_ids", "inputs_embeds", "attention_mask")}
+
+
+def input_vocab_size(model: nn.Module) -> Optional[int]:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.dim() == 2 else None
+
+
+def embedding_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return weight.dtype if isinstance(weight, Tensor) else None

@@ -14,8 +14,6 @@ call :func:`apply_sasa` or :meth:`SASAGuard.remove` while other threads are insi
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -25,13 +23,14 @@ from torch import Tensor, nn
 
 from . import _compat as C
 from ._augment import AugmentedPass
-from ._capture import BlockHooks, GuardPart, NormalPass, Recorder
-from ._generate import PrefillDecision, PrefillHook, StopFlagged, check_generate_settings, end_stream_on_error, hold_streamer
-from ._inputs import check_inputs, last_positions
+from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
+from ._generate import PrefillDecision, PrefillHook, guarded_generate
+from ._generate_patch import GeneratePatch
+from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
 from ._probe_tensors import ProbeTensors
 from ._prompt_format import PromptFormat
 from ._readout import Readout
-from ._refusal import blank_step_outputs, tokenize_refusal, write_refusals
+from ._refusal import tokenize_refusal
 from ._resolve import Resolved, feature_size, model_device, resolve
 from .config import SASAConfig
 from .metrics import flag_rows
@@ -83,7 +82,7 @@ class SASAGuard:
         self._feature_size = feature_size(model, resolved.decoder, config.feature)
         self._pad_id = C.generation_pad_id(model)
         self._eos_id = C.generation_eos_id(model)
-        self._vocab_size = _input_vocab_size(model)
+        self._vocab_size = input_vocab_size(model)
         self._probe: Optional[ProbeTensors] = resolved.probe
         self._readout = Readout(model, resolved.decoder, resolved.family, config.feature, resolved.probe)
         self._refusal_ids = tokenize_refusal(tokenizer, config.refusal_text)
@@ -96,7 +95,7 @@ class SASAGuard:
         self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1)
         self._prefill = PrefillHook(model)
         self._augment.install()
-        self._patch_generate()
+        self._generate_patch = GeneratePatch(model, lambda kwargs: guarded_generate(self, kwargs))
         self._active = True
 
     # ------------------------------------------------------------------ public API
@@ -173,7 +172,7 @@ class SASAGuard:
         self._hooks.remove()
         self._prefill.remove()
         self._augment.remove()
-        self._restore_generate()
+        self._generate_patch.remove()
         if self.model.__dict__.get(_GUARD_ATTR) is self:
             del self.model.__dict__[_GUARD_ATTR]
 
@@ -238,8 +237,8 @@ class SASAGuard:
     def _check_call_inputs(self, inputs: dict[str, Any]) -> tuple[int, int, Tensor]:
         device = model_device(self.model)
         batch, length = check_inputs(
-            _tensor_inputs(inputs), device, self._pad_id, vocab_size=self._vocab_size,
-            embed_dtype=_embedding_dtype(self.model),
+            tensor_inputs(inputs), device, self._pad_id, vocab_size=self._vocab_size,
+            embed_dtype=embedding_dtype(self.model),
         )
         last_pos = last_positions(inputs, batch, length, device)
         if self.prompt_format is not None:
@@ -259,8 +258,12 @@ class SASAGuard:
         with torch.no_grad(), self._hooks.recording(self._recorder()) as recorder:
             self.model(**kwargs)
             normal = recorder.result
-            _check_observed(normal, self.config, len(self._layers), length)
+            self._check_observed(normal, length)
         return last_pos, normal, length
+
+    def _check_observed(self, normal: NormalPass, length: int) -> None:
+        config = self.config
+        check_observed(normal, config.safety_layer, config.fused_layer, config.scope, len(self._layers), length)
 
     def _score_from(self, normal: NormalPass, last_pos: Tensor) -> Tensor:
         """``[B, C]`` probabilities: the augmented pass, then one ``sasa_kernels.probe`` call."""
@@ -278,131 +281,7 @@ class SASAGuard:
         return flagged
 
     def _guarded_generate(self, kwargs: dict[str, Any]) -> tuple[Any, PrefillDecision, Tensor]:
-        """Run the model's own generate under the guard; (its output, the decision, guarded sequences)."""
-        kwargs = dict(kwargs)
-        try:
-            self._check_active()
-            probe = self._require_probe()
-            batch, length, last_pos = self._check_call_inputs(kwargs)
-            check_generate_settings(self.model, kwargs, self.config.scope, batch)
-        except BaseException:
-            end_stream_on_error(kwargs)
-            raise
-        decision = PrefillDecision(batch, len(probe.bias), last_pos.device, length)
-        recorder = self._recorder()
-
-        def after_prefill() -> None:
-            if decision.done:
-                return
-            decision.done = True
-            try:
-                normal = recorder.result
-                _check_observed(normal, self.config, len(self._layers), length)
-                decision.probs = self._score_from(normal, last_pos)
-            except Exception:  # noqa: BLE001 - a failed score must flag, never crash the batch
-                logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
-            finally:
-                recorder.finish()  # free the prefill's states; later forwards are decode steps
-            decision.flagged = self._decide(decision.probs)
-
-        criteria = C.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
-        criteria.append(StopFlagged(decision))
-        hold_streamer(kwargs, decision, self._refusal_ids)
-        token = self._prefill.activate(after_prefill)
-        try:
-            with torch.no_grad(), self._hooks.recording(recorder):
-                out = self._original_generate(**kwargs, stopping_criteria=criteria)
-        except BaseException:
-            end_stream_on_error(kwargs)
-            raise
-        finally:
-            self._prefill.deactivate(token)
-        if not decision.done:
-            logger.warning("sasa: generate returned without a prefill the guard could observe; every row is flagged")
-            decision.flagged = self._decide(decision.probs)  # NaN scores: fail closed
-        sequences = out if isinstance(out, Tensor) else out.sequences
-        prompt_width = length if "input_ids" in kwargs else 0
-        pad = self._pad_id if self._pad_id is not None else (self._eos_id if self._eos_id is not None else 0)
-        flagged = decision.flagged.to(sequences.device)
-        guarded = write_refusals(sequences, flagged, prompt_width, self._refusal_ids, pad)
-        if not isinstance(out, Tensor):
-            blank_step_outputs(out, flagged)
-        return out, decision, guarded
-
-    def _patch_generate(self) -> None:
-        model = self.model
-        self._had_generate_attr = "generate" in model.__dict__
-        self._previous_generate = model.__dict__.get("generate")
-        self._original_generate = model.generate
-        names = _generate_parameter_names(self._original_generate)
-        guard = self
-
-        @functools.wraps(self._original_generate)
-        def generate(*args: Any, **kwargs: Any) -> Any:
-            if len(args) > len(names):
-                raise TypeError(f"generate: takes at most {len(names)} positional arguments, got {len(args)}")
-            for name, value in zip(names, args):
-                if name in kwargs:
-                    raise TypeError(f"generate: got multiple values for argument {name!r}")
-                kwargs[name] = value
-            inputs = kwargs.pop("inputs", None)
-            if inputs is not None:
-                if "input_ids" in kwargs or not isinstance(inputs, Tensor) or inputs.is_floating_point():
-                    raise ValueError("inputs: pass the prompt token ids as input_ids (or inputs=) once, as an integer tensor")
-                kwargs["input_ids"] = inputs
-            out, _, sequences = guard._guarded_generate(kwargs)
-            if isinstance(out, Tensor):
-                return sequences
-            out.sequences = sequences
-            return out
-
-        model.generate = generate
-
-    def _restore_generate(self) -> None:
-        if self._had_generate_attr:
-            self.model.generate = self._previous_generate
-        else:
-            self.model.__dict__.pop("generate", None)
-
-
-def _check_observed(normal: NormalPass, config: SASAConfig, num_layers: int, length: int) -> None:
-    """The forward that was observed must be the whole prompt's, with everything the augmented
-    pass needs; anything else would score the wrong thing (a prefill in chunks, a skipped block)."""
-    s, f = config.safety_layer, config.fused_layer
-    if s not in normal.hidden or f not in normal.hidden:
-        raise RuntimeError("the model's forward did not run the safety and fused decoder blocks")
-    if normal.hidden[s].shape[-2] != length:
-        raise RuntimeError(f"the observed forward covered {normal.hidden[s].shape[-2]} positions, the prompt has {length}")
-    missing = [i for i in range(s + 1, num_layers) if i not in normal.block_kwargs]
-    if config.scope == "last":
-        missing += [i for i in range(s + 1, num_layers) if i not in normal.kv and i not in missing]
-    if missing:
-        raise RuntimeError(f"the observed forward left nothing recorded for decoder block(s) {sorted(set(missing))}")
-
-
-def _generate_parameter_names(generate: Any) -> list[str]:
-    try:
-        params = inspect.signature(generate).parameters.values()
-    except (TypeError, ValueError):
-        return ["inputs"]
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _tensor_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if isinstance(v, Tensor) or k in ("input_ids", "inputs_embeds", "attention_mask")}
-
-
-def _input_vocab_size(model: nn.Module) -> Optional[int]:
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(embeddings, "weight", None)
-    return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.dim() == 2 else None
-
-
-def _embedding_dtype(model: nn.Module) -> Optional[torch.dtype]:
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(embeddings, "weight", None)
-    return weight.dtype if isinstance(weight, Tensor) else None
-
+        return guarded_generate(self, kwargs)
 
 def apply_sasa(
     model: nn.Module,
