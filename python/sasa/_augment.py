@@ -10,11 +10,14 @@ prompt position, ``[B, d]`` (the only position the probe reads).
 - ``scope="all"``: every prompt position is projected; the blocks run over the whole prompt with
   no cache at all, so nothing is written anywhere.
 - ``scope="last"``: only each row's last prompt token is projected; it goes through the blocks
-  alone, attending to the normal pass's keys and values through :class:`ReadOnlyKV`, which hands
-  the attention ``keys`` with that row's last position replaced by the new key (out of place:
-  the cache is never written). The attention mask row, rotary embeddings and position ids are
-  those of that token in the normal pass, gathered per row (so right padding and Qwen2-VL's
-  3-D rope positions come out right).
+  alone (:class:`OneTokenPass`), attending to the normal pass's keys and values through
+  :class:`SwappedKV`, which hands the attention ``keys`` with that row's last position replaced
+  by the new key (swapped in place and restored bit for bit after each block). The attention
+  mask row, rotary embeddings and position ids are those of that token in the normal pass,
+  gathered per row (so right padding and Qwen2-VL's 3-D rope positions come out right). The
+  pass can run after the normal forward, or ride along inside it: block ``j > f`` right after
+  the normal pass leaves block ``j``, while that block's weights are still in cache
+  (:meth:`AugmentedPass.start`). The normal tokens' computation is the same either way.
 """
 
 from __future__ import annotations
@@ -32,30 +35,40 @@ from . import _compat as C
 from ._capture import GuardPart, NormalPass
 
 
-class ReadOnlyKV:
+class SwappedKV:
     """Stands in for the cache while one token per row runs through the blocks.
 
-    ``update`` returns the normal pass's keys/values for that block with each row's position
-    ``last_pos[b]`` replaced by the new token's key/value: the new token *is* that position,
-    recomputed from the projected state. Nothing is stored.
+    ``update`` hands the attention the normal pass's keys/values for that block with each row's
+    position ``last_pos[b]`` replaced by the new token's key/value (the new token *is* that
+    position, recomputed from the projected state). The replacement is written in place, one row
+    per sequence, and :meth:`restore` writes the original rows back bit for bit: cheaper than an
+    out-of-place copy of the whole ``[B, H, T, D]`` keys per block. Always ``restore()`` (in a
+    ``finally``) before anything else reads the cache.
     """
 
     def __init__(self, kv: dict[int, tuple[Tensor, Tensor]], last_pos: Tensor):
         self.kv = kv
         self.last_pos = last_pos
+        self._saved: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any, **kwargs: Any):
         keys, values = self.kv[layer_idx]
-        return _put_row(keys, key_states, self.last_pos), _put_row(values, value_states, self.last_pos)
+        return self._swap(keys, key_states), self._swap(values, value_states)
+
+    def restore(self) -> None:
+        for full, index, original in reversed(self._saved):
+            full.scatter_(2, index, original)
+        self._saved.clear()
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return int(next(iter(self.kv.values()))[0].shape[-2])
 
-
-def _put_row(full: Tensor, new: Tensor, pos: Tensor) -> Tensor:
-    # full [B, H, T, D], new [B, H, 1, D]: out-of-place scatter along the sequence dimension.
-    index = pos.view(-1, 1, 1, 1).expand(full.shape[0], full.shape[1], 1, full.shape[3])
-    return full.scatter(2, index, new.to(full.dtype))
+    def _swap(self, full: Tensor, new: Tensor) -> Tensor:
+        # full [B, H, T, D], new [B, H, 1, D].
+        index = self.last_pos.view(-1, 1, 1, 1).expand(full.shape[0], full.shape[1], 1, full.shape[3])
+        self._saved.append((full, index, full.gather(2, index)))
+        full.scatter_(2, index, new.to(full.dtype))
+        return full
 
 
 def gather_seq(x: Tensor, pos: Tensor, seq_dim: int, batch_dim: Optional[int] = None) -> Tensor:
@@ -75,7 +88,7 @@ def gather_seq(x: Tensor, pos: Tensor, seq_dim: int, batch_dim: Optional[int] = 
     return x.gather(seq_dim, index.expand(*expand_shape))
 
 
-def one_token_kwargs(kwargs: dict[str, Any], view: ReadOnlyKV, last_pos: Tensor, seq_len: int) -> dict[str, Any]:
+def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, seq_len: int) -> dict[str, Any]:
     """A block's normal-pass arguments, restricted to each row's last prompt token."""
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
@@ -88,7 +101,7 @@ def one_token_kwargs(kwargs: dict[str, Any], view: ReadOnlyKV, last_pos: Tensor,
         elif name in ("position_ids", "text_position_ids") and isinstance(value, Tensor):
             out[name] = gather_seq(value, last_pos, -1)
         elif name == "cache_position" and isinstance(value, Tensor):
-            # Only caches read it; ReadOnlyKV ignores it. One entry keeps its shape consistent.
+            # Only caches read it; SwappedKV ignores it. One entry keeps its shape consistent.
             out[name] = value[-1:]
         elif isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == seq_len:
             raise NotImplementedError(
@@ -235,28 +248,66 @@ class AugmentedPass:
 
     def run(self, normal: NormalPass, scope: str, last_pos: Tensor) -> Tensor:
         """The pre-norm state after the last block at each row's last prompt token: ``[B, d]``."""
-        hs, hf = normal.hidden[self.safety_layer], normal.hidden[self.fused_layer]
-        seq_len = hs.shape[1]
         if scope == "last":
-            hs, hf = gather_seq(hs, last_pos, -2), gather_seq(hf, last_pos, -2)
-            view = ReadOnlyKV(normal.kv, last_pos)
-        first = self.safety_layer + 1
-        h, normed = self._project(hs, hf)
-        for idx in range(first, len(self.layers)):
-            kwargs = normal.block_kwargs[idx]
-            if scope == "last":
-                kwargs = one_token_kwargs(kwargs, view, last_pos, seq_len)
-            else:
-                kwargs = all_tokens_kwargs(kwargs)
-            block = self.layers[idx]
-            if idx == first and normed is not None:
-                token = self._slot.offer(h, normed)
-                try:
-                    h = C.block_output(block(h, **kwargs))
-                finally:
-                    self._slot.withdraw(token)
-            else:
-                h = C.block_output(block(h, **kwargs))
-        if scope == "all":
-            h = gather_seq(h, last_pos, -2)
-        return h[:, 0]
+            return self.start(normal, last_pos).finish()
+        h, normed = self._project(normal.hidden[self.safety_layer], normal.hidden[self.fused_layer])
+        for idx in range(self.safety_layer + 1, len(self.layers)):
+            h = self.call_block(idx, h, all_tokens_kwargs(normal.block_kwargs[idx]), normed)
+            normed = None
+        return gather_seq(h, last_pos, -2)[:, 0]
+
+    def start(self, normal: NormalPass, last_pos: Tensor) -> "OneTokenPass":
+        """The ``scope="last"`` pass, begun: projection and blocks ``s+1..f`` done (they need
+        ``H_f``); the rest one :meth:`OneTokenPass.step` at a time. Needs what the normal pass
+        recorded for blocks ``s+1..f`` (arguments, keys and values) and ``H`` after ``s`` and ``f``."""
+        return OneTokenPass(self, normal, last_pos)
+
+    def call_block(self, idx: int, h: Tensor, kwargs: dict[str, Any], normed: Optional[Tensor]) -> Tensor:
+        """Block ``idx`` on ``h``; ``normed`` (block ``s+1`` only) is its precomputed input norm."""
+        block = self.layers[idx]
+        if normed is None:
+            return C.block_output(block(h, **kwargs))
+        token = self._slot.offer(h, normed)
+        try:
+            return C.block_output(block(h, **kwargs))
+        finally:
+            self._slot.withdraw(token)
+
+
+class OneTokenPass:
+    """One call's ``scope="last"`` augmented pass, run a block at a time (see :meth:`AugmentedPass.start`)."""
+
+    def __init__(self, augment: AugmentedPass, normal: NormalPass, last_pos: Tensor):
+        self.augment = augment
+        self.normal = normal
+        self.last_pos = last_pos
+        s, f = augment.safety_layer, augment.fused_layer
+        hs = gather_seq(normal.hidden[s], last_pos, -2)
+        hf = gather_seq(normal.hidden[f], last_pos, -2)
+        self._seq_len = normal.hidden[s].shape[-2]
+        self._view = SwappedKV(normal.kv, last_pos)
+        self.h, normed = augment._project(hs, hf)
+        self.next_block = s + 1
+        while self.next_block <= f:
+            self.step(self.next_block, normed if self.next_block == s + 1 else None)
+
+    def step(self, idx: int, normed: Optional[Tensor] = None) -> None:
+        """Run block ``idx`` (the next one) on the token; needs the normal pass's record of it."""
+        if idx != self.next_block:
+            raise RuntimeError(f"sasa: augmented pass expected block {self.next_block}, got {idx}")
+        kwargs = one_token_kwargs(self.normal.block_kwargs[idx], self._view, self.last_pos, self._seq_len)
+        try:
+            self.h = self.augment.call_block(idx, self.h, kwargs, normed)
+        finally:
+            self._view.restore()
+        self.next_block = idx + 1
+
+    @property
+    def done(self) -> bool:
+        return self.next_block == len(self.augment.layers)
+
+    def finish(self) -> Tensor:
+        """Run the remaining blocks; the pre-norm state after the last block, ``[B, d]``."""
+        while not self.done:
+            self.step(self.next_block)
+        return self.h[:, 0]

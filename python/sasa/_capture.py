@@ -62,12 +62,16 @@ class Recorder:
         self.result = NormalPass()
         self._wrapped_cache: Any = None
         self._finished = False
+        #: Called with the block index after each block output the hooks report (see BlockHooks).
+        self.after_block: Optional[Callable[[int], None]] = None
 
     def on_output(self, idx: int, output: Any) -> None:
         if self._finished:
             return
         if idx in self.keep and idx not in self.result.hidden:
             self.result.hidden[idx] = C.block_output(output)
+        if self.after_block is not None:
+            self.after_block(idx)
 
     def on_call(self, idx: int, args: tuple, kwargs: dict) -> None:
         if self._finished or idx < self.kwargs_from or idx in self.result.block_kwargs:
@@ -117,13 +121,15 @@ class BlockHooks(GuardPart):
     """Hooks on decoder blocks that hand what they see to the recorder active in the caller's context.
 
     ``keep``: the blocks whose output is recorded; ``kwargs_from``: the first block whose call
-    arguments are recorded (every block from there to the end).
+    arguments are recorded (every block from there to the end); ``notify_from``: also report the
+    outputs of every block from there on (to :attr:`Recorder.after_block`; not stored).
     """
 
-    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int):
+    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, notify_from: Optional[int] = None):
         self._active: contextvars.ContextVar[Optional[Recorder]] = contextvars.ContextVar("sasa_recorder", default=None)
         self._handles: list[Any] = []
-        for idx in sorted(set(keep)):
+        notified = set(range(notify_from, len(layers))) if notify_from is not None else set()
+        for idx in sorted(set(keep) | notified):
             self._handles.append(layers[idx].register_forward_hook(self._output_hook(idx)))
         for idx in range(kwargs_from, len(layers)):
             self._handles.append(layers[idx].register_forward_pre_hook(self._call_hook(idx), with_kwargs=True))

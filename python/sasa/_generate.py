@@ -165,7 +165,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
         end_stream_on_error(kwargs)
         raise
     decision = PrefillDecision(batch, len(probe.bias), last_pos.device, length)
-    recorder = guard._recorder()
+    recorder, ride = guard._recorder(last_pos)
 
     def after_prefill() -> None:
         if decision.done:
@@ -174,7 +174,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
         try:
             normal = recorder.result
             guard._check_observed(normal, length)
-            decision.probs = guard._score_from(normal, last_pos)
+            decision.probs = guard._score_from(normal, last_pos, ride)
         except Exception:  # noqa: BLE001 - a failed score must flag, never crash the batch
             logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
         finally:

@@ -32,6 +32,7 @@ from ._prompt_format import PromptFormat
 from ._readout import Readout
 from ._refusal import tokenize_refusal
 from ._resolve import Resolved, feature_size, model_device, resolve
+from ._ride import Ride
 from .config import SASAConfig
 from .metrics import flag_rows
 
@@ -92,7 +93,9 @@ class SASAGuard:
             resolved.family.norm_offset, resolved.family.llama_norm_numerics,
         )
         s, f = config.safety_layer, config.fused_layer
-        self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1)
+        # scope="last" rides along inside the normal forward (sasa._ride); scope="all" runs after it.
+        self._ride = config.scope == "last"
+        self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1, notify_from=f if self._ride else None)
         self._prefill = PrefillHook(model)
         self._augment.install()
         self._generate_patch = GeneratePatch(model, lambda kwargs: guarded_generate(self, kwargs))
@@ -109,9 +112,9 @@ class SASAGuard:
         :meth:`encode`'s); see :meth:`score` for the input contract.
         """
         self._check_active()
-        last_pos, normal, _ = self._normal_pass(inputs)
+        last_pos, normal, _, ride = self._normal_pass(inputs)
         with torch.no_grad():
-            return self._readout.features(self._augment.run(normal, self.config.scope, last_pos))
+            return self._readout.features(self._augmented(normal, last_pos, ride))
 
     def score(self, **inputs: Any) -> Tensor:
         """Probe probabilities: float32 ``[B, C]``, one column per probe (:attr:`categories`).
@@ -124,9 +127,9 @@ class SASAGuard:
         """
         self._check_active()
         self._require_probe()
-        last_pos, normal, _ = self._normal_pass(inputs)
+        last_pos, normal, _, ride = self._normal_pass(inputs)
         with torch.no_grad():
-            return self._score_from(normal, last_pos)
+            return self._score_from(normal, last_pos, ride)
 
     def generate(self, **kwargs: Any) -> SASAGenerateOutput:
         """Guarded generation, with the guard's outputs: see :class:`SASAGenerateOutput`.
@@ -230,9 +233,15 @@ class SASAGuard:
             raise ValueError("probe: this guard has no probe; pass probe=... to apply_sasa")
         return self._probe
 
-    def _recorder(self) -> Recorder:
+    def _recorder(self, last_pos: Tensor) -> tuple[Recorder, Optional[Ride]]:
+        """A recorder for one call, and the ride that runs the augmented pass inside the forward."""
         s = self.config.safety_layer
-        return Recorder(keep=(s, self.config.fused_layer), kwargs_from=s + 1, record_kv=self.config.scope == "last")
+        recorder = Recorder(keep=(s, self.config.fused_layer), kwargs_from=s + 1, record_kv=self.config.scope == "last")
+        ride = None
+        if self._ride:
+            ride = Ride(self._augment, recorder, last_pos)
+            recorder.after_block = ride
+        return recorder, ride
 
     def _check_call_inputs(self, inputs: dict[str, Any]) -> tuple[int, int, Tensor]:
         device = model_device(self.model)
@@ -245,8 +254,8 @@ class SASAGuard:
             self.prompt_format.check_input_ids(inputs.get("input_ids"), last_pos)
         return batch, length, last_pos
 
-    def _normal_pass(self, inputs: dict[str, Any]) -> tuple[Tensor, NormalPass, int]:
-        """Run the model's own forward once, observed; return (last positions, what it left, T)."""
+    def _normal_pass(self, inputs: dict[str, Any]) -> tuple[Tensor, NormalPass, int, Optional[Ride]]:
+        """Run the model's own forward once, observed; (last positions, what it left, T, its ride)."""
         for name in _NOT_ACCEPTED:
             if name in inputs:
                 raise ValueError(f"{name}: not accepted here; sasa runs the normal pass itself")
@@ -255,19 +264,26 @@ class SASAGuard:
         kwargs["use_cache"] = self.config.scope == "last"
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # the normal pass's own logits are not needed
-        with torch.no_grad(), self._hooks.recording(self._recorder()) as recorder:
+        recorder, ride = self._recorder(last_pos)
+        with torch.no_grad(), self._hooks.recording(recorder):
             self.model(**kwargs)
             normal = recorder.result
             self._check_observed(normal, length)
-        return last_pos, normal, length
+        return last_pos, normal, length, ride
 
     def _check_observed(self, normal: NormalPass, length: int) -> None:
         config = self.config
         check_observed(normal, config.safety_layer, config.fused_layer, config.scope, len(self._layers), length)
 
-    def _score_from(self, normal: NormalPass, last_pos: Tensor) -> Tensor:
-        """``[B, C]`` probabilities: the augmented pass, then one ``sasa_kernels.probe`` call."""
-        return self._readout.scores(self._augment.run(normal, self.config.scope, last_pos))
+    def _augmented(self, normal: NormalPass, last_pos: Tensor, ride: Optional[Ride]) -> Tensor:
+        """The augmented pre-norm state ``[B, d]``: the ride's, or the augmented pass run now."""
+        if ride is not None:
+            return ride.result()
+        return self._augment.run(normal, self.config.scope, last_pos)
+
+    def _score_from(self, normal: NormalPass, last_pos: Tensor, ride: Optional[Ride] = None) -> Tensor:
+        """``[B, C]`` probabilities: the augmented state, then one ``sasa_kernels.probe`` call."""
+        return self._readout.scores(self._augmented(normal, last_pos, ride))
 
     def _decide(self, probs: Tensor) -> Tensor:
         probe = self._require_probe()

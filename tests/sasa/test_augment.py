@@ -9,7 +9,7 @@ import torch
 
 import sasa_kernels as sk
 from sasa import _compat as C
-from sasa._augment import FusedNormSlot, _put_row, can_fuse_rmsnorm, gather_seq
+from sasa._augment import FusedNormSlot, SwappedKV, can_fuse_rmsnorm, gather_seq
 from sasa.families import FAMILIES
 
 from . import _tiny
@@ -87,7 +87,7 @@ def test_block_with_fused_norm_equals_block_unfused(family):
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
 
 
-def test_gather_seq_and_put_row():
+def test_gather_seq_and_the_swapped_kv_row():
     x = torch.arange(2 * 5 * 3).view(2, 5, 3)
     pos = torch.tensor([4, 1])
     assert torch.equal(gather_seq(x, pos, -2)[:, 0], torch.stack([x[0, 4], x[1, 1]]))
@@ -98,11 +98,15 @@ def test_gather_seq_and_put_row():
     # masks: batch is dim 0, the query dim is -2
     mask = torch.arange(2 * 1 * 5 * 5).view(2, 1, 5, 5)
     assert torch.equal(gather_seq(mask, pos, -2, batch_dim=0)[1, 0, 0], mask[1, 0, 1])
-    full = torch.zeros(2, 2, 5, 4)
-    new = torch.ones(2, 2, 1, 4)
-    out = _put_row(full, new, pos)
-    assert out[0, :, 4].eq(1).all() and out[1, :, 1].eq(1).all() and out.sum() == 16
-    assert full.sum() == 0  # out of place
+    full = torch.randn(2, 2, 5, 4)
+    before = full.clone()
+    view = SwappedKV({3: (full, full * 2)}, pos)
+    keys, values = view.update(torch.ones(2, 2, 1, 4), torch.ones(2, 2, 1, 4), 3)
+    out = keys.clone()
+    assert out[0, :, 4].eq(1).all() and out[1, :, 1].eq(1).all()
+    assert torch.equal(out[0, :, :4], before[0, :, :4]) and torch.equal(out[1, :, 2:], before[1, :, 2:])
+    view.restore()
+    assert torch.equal(full, before)  # the normal pass's keys, bit for bit
 
 
 @pytest.mark.parametrize("scope", ["all", "last"])

@@ -167,20 +167,41 @@ def test_4_scoring_leaves_the_cache_bit_identical(family):
     t = tiny(family)
     batch = t.left
     width = _tiny.VOCAB
+    with torch.no_grad():  # the plain model's own cache for this prompt
+        plain = C.output_cache(t.model(**batch, use_cache=True))
+    want = [(layer.keys.clone(), layer.values.clone()) for layer in plain.layers]
     guard = apply_sasa(t.model, config(t, scope="last"), probe=(torch.randn(2, width), torch.zeros(2)))
     try:
-        pos, normal, _ = guard._normal_pass(batch)
+        # The guard's pass rides along inside the forward (swapping rows in place) and can also run
+        # after it: either way the cache must end exactly as the plain model left it.
+        pos, normal, _, ride = guard._normal_pass(batch)
         cache = normal.cache
-        assert cache is not None and normal.kv
-        before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        assert cache is not None and normal.kv and ride is not None
         length = cache.get_seq_length()
         with torch.no_grad():
-            guard._score_from(normal, pos)
-        assert cache.get_seq_length() == length
-        for (k, v), layer in zip(before, cache.layers):
+            guard._score_from(normal, pos, ride)
+            guard._score_from(normal, pos)  # the same pass, run after the forward
+        assert cache.get_seq_length() == length == plain.get_seq_length()
+        for (k, v), layer in zip(want, cache.layers):
             assert torch.equal(k, layer.keys) and torch.equal(v, layer.values)
     finally:
         guard.remove()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_4_riding_along_equals_the_pass_after_the_forward(family, side):
+    t = tiny(family)
+    batch = getattr(t, side)
+    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+    try:
+        pos, normal, _, ride = guard._normal_pass(batch)
+        with torch.no_grad():
+            riding = ride.result()
+            after = guard._augment.run(normal, "last", pos)
+    finally:
+        guard.remove()
+    assert torch.equal(riding, after)
 
 
 def _generate_pair(t: _tiny.Tiny, probe, scope: str, new_tokens: int = 6):
@@ -201,10 +222,11 @@ def _hidden_size(t):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_5_generate_passes_are_bit_identical(family, dtype):
+@pytest.mark.parametrize("scope", ["last", "all"])  # "last" rides along inside the prefill
+def test_5_generate_passes_are_bit_identical(family, dtype, scope):
     t = tiny(family) if dtype == torch.float32 else tiny(family).to(dtype)
     probe = (torch.zeros(_hidden_size(t)), torch.tensor(NEVER))
-    want, got = _generate_pair(t, probe, scope="last" if dtype == torch.float32 else "all")
+    want, got = _generate_pair(t, probe, scope=scope)
     assert not got.flagged.any()
     assert torch.equal(got.sequences, want)
     assert got.scores.shape == (want.shape[0], 1)  # one column per probe, always

@@ -220,7 +220,7 @@ def test_failed_score_flags_every_row(t, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    guard._augment.run = broken
+    guard._readout.scores = broken  # the last step of scoring, whichever way the augmented pass ran
     try:
         with caplog.at_level(logging.ERROR, logger="sasa"):
             out = guard.generate(**t.left, max_new_tokens=3)
