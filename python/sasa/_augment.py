@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 import sasa_kernels as sk
 
-from . import _compat as C
+from . import _compat as compat
 from ._capture import GuardPart, NormalPass
 
 
@@ -92,7 +92,7 @@ def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, 
     """A block's normal-pass arguments, restricted to each row's last prompt token."""
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if C.is_cache(value):
+        if compat.is_cache(value):
             out[name] = view
         elif name == "attention_mask":
             out[name] = _mask_row(value, last_pos, seq_len)
@@ -130,7 +130,7 @@ def _mask_row(mask: Any, last_pos: Tensor, seq_len: int) -> Any:
 
 def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """A block's normal-pass arguments with the cache removed (scope='all' writes nowhere)."""
-    out = {name: (None if C.is_cache(value) else value) for name, value in kwargs.items()}
+    out = {name: (None if compat.is_cache(value) else value) for name, value in kwargs.items()}
     if "use_cache" in out:
         out["use_cache"] = False
     return out
@@ -185,7 +185,7 @@ def can_fuse_rmsnorm(norm: Any, family_llama_numerics: bool, dtype: torch.dtype,
     weight = getattr(norm, "weight", None)
     if not isinstance(norm, nn.Module) or not isinstance(weight, Tensor) or weight.shape != (hidden,):
         return False
-    if getattr(norm, "bias", None) is not None or C.rmsnorm_eps(norm) is None:
+    if getattr(norm, "bias", None) is not None or compat.rmsnorm_eps(norm) is None:
         return False
     if "RMSNorm" not in type(norm).__name__:
         return False
@@ -241,7 +241,7 @@ class AugmentedPass:
                 mode=self.mode,
                 coef=self.coef,
                 eps=self.eps,
-                norm_eps=C.rmsnorm_eps(norm),
+                norm_eps=compat.rmsnorm_eps(norm),
                 weight_offset=self.norm_offset,
             )
         return sk.project(hs.contiguous(), hf.contiguous(), mode=self.mode, coef=self.coef, eps=self.eps), None
@@ -266,10 +266,10 @@ class AugmentedPass:
         """Block ``idx`` on ``h``; ``normed`` (block ``s+1`` only) is its precomputed input norm."""
         block = self.layers[idx]
         if normed is None:
-            return C.block_output(block(h, **kwargs))
+            return compat.block_output(block(h, **kwargs))
         token = self._slot.offer(h, normed)
         try:
-            return C.block_output(block(h, **kwargs))
+            return compat.block_output(block(h, **kwargs))
         finally:
             self._slot.withdraw(token)
 

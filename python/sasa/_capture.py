@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from torch import Tensor, nn
 
-from . import _compat as C
+from . import _compat as compat
 
 
 class GuardPart:
@@ -69,7 +69,7 @@ class Recorder:
         if self._finished:
             return
         if idx in self.keep and idx not in self.result.hidden:
-            self.result.hidden[idx] = C.block_output(output)
+            self.result.hidden[idx] = compat.block_output(output)
         if self.after_block is not None:
             self.after_block(idx)
 
@@ -82,7 +82,7 @@ class Recorder:
             )
         self.result.block_kwargs[idx] = dict(kwargs)
         for value in kwargs.values():
-            if C.is_cache(value):
+            if compat.is_cache(value):
                 self.result.cache = value
                 if self.record_kv and self._wrapped_cache is None:
                     self._wrap_update(value)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import _compat as C
+from . import _compat as compat
 from .data import Example, batches, encode_batch
 from .guard import apply_sasa
 from .refusal import RefusalMatcher
@@ -65,7 +65,7 @@ def run_generations(model: nn.Module, processor: Any, rows: Sequence[Sourced], p
     timings = {} if timings is None else timings
 
     tokenizer = getattr(processor, "tokenizer", processor)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else C.generation_pad_id(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else compat.generation_pad_id(model)
     eos = eos_ids(model, tokenizer)
     device = next(model.parameters()).device
     order = {id(e): i for i, (_, e) in enumerate(rows)}

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from . import _compat as C
+from . import _compat as compat
 from ._capture import GuardPart
 from ._refusal import HeldStreamer, blank_step_outputs, write_refusals
 
@@ -54,7 +54,7 @@ class PrefillDecision:
         self.probs = torch.full((self.batch, self.num_probes), float("nan"), device=self.device)
 
 
-def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str, batch: int) -> C.GenerationConfig:
+def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str, batch: int) -> compat.GenerationConfig:
     """Refuse (``ValueError``) every setting under which the guard could not score the real prefill."""
     for name, what in _REFUSED_ARGS.items():
         if kwargs.get(name) not in (None, False):
@@ -62,8 +62,8 @@ def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str
     for name in _CACHE_ARGS:
         if kwargs.get(name) is not None:
             raise ValueError(f"{name}: guarded generate runs its own prefill; do not pass a cache")
-    config = C.effective_generation_config(model, kwargs)
-    mode = C.generation_mode(config, kwargs.get("assistant_model"))
+    config = compat.effective_generation_config(model, kwargs)
+    mode = compat.generation_mode(config, kwargs.get("assistant_model"))
     if mode not in _SUPPORTED_MODES:
         beams = "beam" in mode
         raise ValueError(
@@ -116,7 +116,7 @@ class PrefillHook(GuardPart):
         self._handle.remove()
 
 
-class StopFlagged(C.StoppingCriteria):
+class StopFlagged(compat.StoppingCriteria):
     """Marks flagged rows finished right after the prefill's token, so they spend no more steps of
     their own and ``generate`` ends as soon as every passed row is done."""
 
@@ -181,7 +181,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
             recorder.finish()  # free the prefill's states; later forwards are decode steps
         decision.flagged = guard._decide(decision.probs)
 
-    criteria = C.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+    criteria = compat.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
     criteria.append(StopFlagged(decision))
     hold_streamer(kwargs, decision, guard._refusal_ids)
     token = guard._prefill.activate(after_prefill)

@@ -35,7 +35,7 @@ def check_inputs(
         raise ValueError("inputs: expected input_ids (or inputs_embeds), got neither")
     if ids is not None:
         if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
-            raise TypeError(f"input_ids: expected an integer tensor [B, T], got {_describe(ids)}")
+            raise TypeError(f"input_ids: expected an integer tensor [B, T], got {describe(ids)}")
         batch, length = ids.shape
         if vocab_size is not None and ids.numel():
             lo, hi = int(ids.min()), int(ids.max())
@@ -46,7 +46,7 @@ def check_inputs(
                 )
     else:
         if not isinstance(embeds, Tensor) or embeds.dim() != 3 or not embeds.is_floating_point():
-            raise TypeError(f"inputs_embeds: expected a floating-point tensor [B, T, d], got {_describe(embeds)}")
+            raise TypeError(f"inputs_embeds: expected a floating-point tensor [B, T, d], got {describe(embeds)}")
         if embed_dtype is not None and embeds.dtype != embed_dtype:
             raise TypeError(f"inputs_embeds: expected dtype {embed_dtype} (the model's embeddings), got {embeds.dtype}")
         batch, length = embeds.shape[:2]
@@ -63,7 +63,7 @@ def check_inputs(
             )
         return batch, length
     if not isinstance(mask, Tensor) or mask.shape != (batch, length):
-        raise ValueError(f"attention_mask: expected shape [{batch}, {length}], got {_describe(mask)}")
+        raise ValueError(f"attention_mask: expected shape [{batch}, {length}], got {describe(mask)}")
     empty = (mask == 0).all(dim=1)
     if bool(empty.any()):
         rows = empty.nonzero().flatten().tolist()
@@ -89,7 +89,8 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return ia == ib
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A tensor's dtype and shape, or another value's type name (for error messages)."""
     if isinstance(value, Tensor):
         return f"a {value.dtype} tensor of shape {list(value.shape)}"
     return type(value).__name__

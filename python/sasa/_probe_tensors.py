@@ -17,6 +17,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from ._inputs import describe as _describe
+
 
 @dataclass
 class ProbeTensors:
@@ -127,10 +129,3 @@ def fold_into_hidden(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
     if head.bias is not None:
         bias = bias + probe.weight @ head.bias.detach().float()
     return ProbeTensors(weight.contiguous(), bias, probe.threshold, probe.categories)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {list(value.shape)}"
-    return type(value).__name__
-

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import sasa_kernels as sk
 
-from . import _compat as C
+from . import _compat as compat
 from ._augment import can_fuse_rmsnorm
 from ._probe_tensors import ProbeTensors, fold_into_hidden
 from .families import Family
@@ -29,8 +29,8 @@ class Readout:
         self.feature = feature
         self.family = family
         self.norm: nn.Module = decoder.norm
-        self.head: Optional[nn.Module] = C.find_output_head(model)
-        self.softcap = C.final_logit_softcap(model)
+        self.head: Optional[nn.Module] = compat.find_output_head(model)
+        self.softcap = compat.final_logit_softcap(model)
         # Fold the logits probe into hidden space only when the head is a plain linear map.
         self.folded = (
             probe is not None and feature == "logits" and isinstance(self.head, nn.Linear) and self.softcap is None
@@ -55,7 +55,7 @@ class Readout:
             # Final norm, matmul, bias and sigmoid in one launch.
             return sk.probe(
                 h.contiguous(), probe.weight, probe.bias, norm_weight=self.norm.weight.detach(),
-                norm_eps=C.rmsnorm_eps(self.norm), weight_offset=self.family.norm_offset,
+                norm_eps=compat.rmsnorm_eps(self.norm), weight_offset=self.family.norm_offset,
             )
         z = self.norm(h)
         rows = z if hidden_space else self._logits(z)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from . import _compat as C
+from . import _compat as compat
 
 
 def tokenize_refusal(tokenizer: Any, text: str) -> list[int]:
@@ -63,7 +63,7 @@ def blank_step_outputs(output: Any, flagged: Tensor) -> None:
                     step[rows.to(step.device)] = float("nan")
 
 
-class HeldStreamer(C.BaseStreamer):
+class HeldStreamer(compat.BaseStreamer):
     """Wraps the caller's streamer (batch size 1) and holds everything until the guard decides.
 
     ``decision()`` returns ``None`` before the prefill was scored, else whether the row is flagged.

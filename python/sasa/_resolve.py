@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from . import _compat as C
+from . import _compat as compat
 from ._fingerprint import check_fingerprint
 from ._probe_tensors import ProbeTensors, probe_tensors
 from ._prompt_format import PromptFormat
@@ -49,7 +49,7 @@ def resolve(
         check_fingerprint(probe.fingerprint, model)
     config = _choose_config(config, probe, allow_config_override)
     family = family_of(getattr(model.config, "model_type", None))
-    decoder = C.find_decoder(model)
+    decoder = compat.find_decoder(model)
     if decoder is None or len(decoder.layers) == 0:
         raise ValueError(f"model: no decoder blocks found in this {type(model).__name__} (expected a non-empty .layers)")
     if not isinstance(getattr(decoder, "norm", None), nn.Module):
@@ -62,10 +62,10 @@ def resolve(
                 f"{name}: {value} is out of range for this model, which has {num_layers} decoder blocks "
                 f"(0-based indices 0..{num_layers - 1})"
             )
-    if config.scope == "last" and C.attn_implementation(model) not in ("eager", "sdpa"):
+    if config.scope == "last" and compat.attn_implementation(model) not in ("eager", "sdpa"):
         raise ValueError(
             f"config.scope: 'last' supports the eager and sdpa attention implementations, this model uses "
-            f"{C.attn_implementation(model)!r}; use scope='all'"
+            f"{compat.attn_implementation(model)!r}; use scope='all'"
         )
     tensors = None
     if probe is not None:
@@ -114,7 +114,7 @@ def _bound_value(config: SASAConfig, name: str) -> Any:
 def feature_size(model: nn.Module, decoder: nn.Module, feature: str) -> int:
     """``F``: the output-head width for ``feature="logits"``, the hidden size for ``"hidden"``."""
     if feature == "logits":
-        head = C.find_output_head(model)
+        head = compat.find_output_head(model)
         if head is None or not isinstance(getattr(head, "weight", None), Tensor):
             raise ValueError("model: feature='logits' needs an output head (lm_head); use feature='hidden'")
         return int(head.weight.shape[0])
@@ -125,7 +125,7 @@ def hidden_size(decoder: nn.Module) -> int:
     weight = getattr(decoder.norm, "weight", None)
     if isinstance(weight, Tensor) and weight.dim() == 1:
         return int(weight.shape[0])
-    return int(getattr(C.text_config(decoder), "hidden_size", -1))
+    return int(getattr(compat.text_config(decoder), "hidden_size", -1))
 
 
 def model_device(model: nn.Module) -> torch.device:

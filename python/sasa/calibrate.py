@@ -12,13 +12,12 @@ from torch import Tensor, nn
 from ._fingerprint import model_fingerprint
 from ._fit import COMBINED
 from ._prompt_format import PromptFormat
+from ._types import PathLike
 from .config import SASAConfig
 from .data import Example, batches, check_images_supported, encode_batch, read_manifest
 from .guard import apply_sasa
 from .metrics import ProbeMetrics
 from .probe import SASAProbe
-
-PathLike = Union[str, Path]
 
 
 @dataclass

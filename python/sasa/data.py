@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence
 
 from ._prompt_format import PromptFormat
+from ._types import PathLike
 
-PathLike = Union[str, Path]
 _FIELDS = {"prompt", "label", "image", "category", "text_only", "carrier"}
 CARRIERS = ("text", "image")
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO, Union
 
-PathLike = Union[str, Path]
+from ._types import PathLike
+
 FORMATS = ("jsonl", "mm-safetybench", "figstep", "vlguard")  # sasa.readers.FORMATS, kept import-free
 
 

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from . import _compat as C
+from . import _compat as compat
 from ._augment import AugmentedPass
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
 from ._generate import PrefillDecision, PrefillHook, guarded_generate
@@ -81,13 +81,13 @@ class SASAGuard:
         self._tokenizer = tokenizer
         self._layers: nn.ModuleList = resolved.decoder.layers
         self._feature_size = feature_size(model, resolved.decoder, config.feature)
-        self._pad_id = C.generation_pad_id(model)
-        self._eos_id = C.generation_eos_id(model)
+        self._pad_id = compat.generation_pad_id(model)
+        self._eos_id = compat.generation_eos_id(model)
         self._vocab_size = input_vocab_size(model)
         self._probe: Optional[ProbeTensors] = resolved.probe
         self._readout = Readout(model, resolved.decoder, resolved.family, config.feature, resolved.probe)
         self._refusal_ids = tokenize_refusal(tokenizer, config.refusal_text)
-        self._logits_to_keep = C.forward_accepts(model, "logits_to_keep")
+        self._logits_to_keep = compat.forward_accepts(model, "logits_to_keep")
         self._augment = AugmentedPass(
             self._layers, config.safety_layer, config.fused_layer, config.mode, config.coef, config.eps,
             resolved.family.norm_offset, resolved.family.llama_norm_numerics,

@@ -41,11 +41,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
+from ._types import PathLike
 from .data import Example, ManifestError, read_manifest
 
-PathLike = Union[str, Path]
 FORMATS: tuple[str, ...] = ("jsonl", "mm-safetybench", "figstep", "vlguard")
 MMSB_IMAGE_KINDS: tuple[str, ...] = ("SD", "TYPO", "SD_TYPO")
 #: FigStep's text prompt for open models: the request itself is only in the image.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sasa_kernels as sk
-from sasa import _compat as C
+from sasa import _compat as compat
 from sasa._augment import FusedNormSlot, SwappedKV, can_fuse_rmsnorm, gather_seq
 from sasa.families import FAMILIES
 
@@ -33,7 +33,7 @@ def fused_input_norm(block, h, normed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
     t = _tiny.BUILDERS[family]()
-    block = C.find_decoder(t.model).layers[2].to(dtype)
+    block = compat.find_decoder(t.model).layers[2].to(dtype)
     fam = FAMILIES[family]
     gen = torch.Generator().manual_seed(0)
     hs = torch.randn(2, 7, 32, generator=gen).to(dtype)
@@ -44,7 +44,7 @@ def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
         return
     norm = block.input_layernorm
     h, normed = sk.project_rmsnorm(
-        hs, hf, norm.weight.detach(), norm_eps=C.rmsnorm_eps(norm), weight_offset=fam.norm_offset
+        hs, hf, norm.weight.detach(), norm_eps=compat.rmsnorm_eps(norm), weight_offset=fam.norm_offset
     )
     with torch.no_grad():
         want = norm(h)
@@ -61,7 +61,7 @@ def test_fused_projection_norm_matches_the_blocks_own_input_norm(family, dtype):
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_block_with_fused_norm_equals_block_unfused(family):
     t = _tiny.BUILDERS[family]()
-    decoder = C.find_decoder(t.model)
+    decoder = compat.find_decoder(t.model)
     fam = FAMILIES[family]
     # Reuse the arguments the model's forward gives block 2 (its mask, rotary tables, ...).
     seen = {}
@@ -73,17 +73,17 @@ def test_block_with_fused_norm_equals_block_unfused(family):
     with torch.no_grad():
         t.model(**t.right)
     handle.remove()
-    kwargs = {k: (None if C.is_cache(v) else v) for k, v in seen["kw"].items()}
+    kwargs = {k: (None if compat.is_cache(v) else v) for k, v in seen["kw"].items()}
     gen = torch.Generator().manual_seed(1)
     hs, hf = torch.randn(2, 3, 10, 32, generator=gen).unbind(0)
     hs, hf = hs.contiguous(), hf.contiguous()
     block = decoder.layers[2]
     norm = block.input_layernorm
-    h, normed = sk.project_rmsnorm(hs, hf, norm.weight.detach(), norm_eps=C.rmsnorm_eps(norm), weight_offset=fam.norm_offset)
+    h, normed = sk.project_rmsnorm(hs, hf, norm.weight.detach(), norm_eps=compat.rmsnorm_eps(norm), weight_offset=fam.norm_offset)
     with torch.no_grad():
-        plain = C.block_output(block(sk.project(hs, hf), **kwargs))
+        plain = compat.block_output(block(sk.project(hs, hf), **kwargs))
         with fused_input_norm(block, h, normed):
-            fused = C.block_output(block(h, **kwargs))
+            fused = compat.block_output(block(h, **kwargs))
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
 
 
@@ -124,7 +124,7 @@ def test_guard_uses_the_fused_norm_for_block_s_plus_1(monkeypatch, scope):
 
     monkeypatch.setattr(_augment.FusedNormSlot, "offer", spy)
     t = _tiny.llama()
-    norm = C.find_decoder(t.model).layers[2].input_layernorm
+    norm = compat.find_decoder(t.model).layers[2].input_layernorm
     handle = norm.register_forward_hook(lambda m, a, out: hits.append(out is offered[-1]) if offered else None)
     guard = apply_sasa(t.model, SASAConfig(1, 2, scope=scope))
     try:

@@ -19,7 +19,7 @@ import torch
 
 import sasa_kernels as sk
 from sasa import SASAConfig, apply_sasa
-from sasa import _compat as C
+from sasa import _compat as compat
 from sasa._augment import gather_seq
 from sasa._capture import Capture
 
@@ -51,7 +51,7 @@ def slow_final_state(t: _tiny.Tiny, batch, only_last: bool, mode="replace", coef
     """The slow reference: the model's own forward, with block s's output replaced by the
     projection (at every position, or at each row's last prompt position only)."""
     model = t.model
-    decoder = C.find_decoder(model)
+    decoder = compat.find_decoder(model)
     with torch.no_grad():
         ref = model(**batch, output_hidden_states=True)
     hs = ref.hidden_states[t.safety_layer + 1]
@@ -86,7 +86,7 @@ def slow_final_state(t: _tiny.Tiny, batch, only_last: bool, mode="replace", coef
 @pytest.mark.parametrize("family", FAMILIES)
 def test_1_hidden_states_match_output_hidden_states(family):
     t = tiny(family)
-    layers = C.find_decoder(t.model).layers
+    layers = compat.find_decoder(t.model).layers
     for side in ("left", "right"):
         batch = getattr(t, side)
         with torch.no_grad():
@@ -99,7 +99,7 @@ def test_1_hidden_states_match_output_hidden_states(family):
         for i in range(len(layers) - 1):
             assert torch.equal(cap.result.hidden[i], ref[i + 1]), (family, side, i)
         last = cap.result.hidden[len(layers) - 1]
-        assert torch.equal(last, ref[-1]) or torch.equal(C.find_decoder(t.model).norm(last), ref[-1])
+        assert torch.equal(last, ref[-1]) or torch.equal(compat.find_decoder(t.model).norm(last), ref[-1])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -168,7 +168,7 @@ def test_4_scoring_leaves_the_cache_bit_identical(family):
     batch = t.left
     width = _tiny.VOCAB
     with torch.no_grad():  # the plain model's own cache for this prompt
-        plain = C.output_cache(t.model(**batch, use_cache=True))
+        plain = compat.output_cache(t.model(**batch, use_cache=True))
     want = [(layer.keys.clone(), layer.values.clone()) for layer in plain.layers]
     guard = apply_sasa(t.model, config(t, scope="last"), probe=(torch.randn(2, width), torch.zeros(2)))
     try:
@@ -217,7 +217,7 @@ def _generate_pair(t: _tiny.Tiny, probe, scope: str, new_tokens: int = 6):
 
 
 def _hidden_size(t):
-    return C.find_decoder(t.model).norm.weight.shape[0]
+    return compat.find_decoder(t.model).norm.weight.shape[0]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -278,7 +278,7 @@ def test_6_folded_logits_probe_equals_explicit(family):
     bias = torch.randn(3, generator=gen)
     guard = apply_sasa(t.model, config(t, scope="last"), probe=(weight, bias))
     try:
-        assert guard.folded == (C.final_logit_softcap(t.model) is None)
+        assert guard.folded == (compat.final_logit_softcap(t.model) is None)
         scores = guard.score(**t.right)
         explicit = torch.sigmoid(guard.features(**t.right) @ weight.T + bias)
     finally:

@@ -61,9 +61,9 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def _num_layers(model: Any) -> int:
-    from .. import _compat as C
+    from .. import _compat as compat
 
-    decoder = C.find_decoder(model)
+    decoder = compat.find_decoder(model)
     return 0 if decoder is None else len(decoder.layers)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .. import _compat as C
+from .. import _compat as compat
 from .._augment import AugmentedPass
 from .._capture import Capture
 from .._inputs import check_inputs, last_positions
@@ -45,7 +45,7 @@ class Passes:
 
     def __init__(self, model: nn.Module, family: Family, pairs: Sequence[Pair], *, mode: str, coef: float,
                  eps: float):
-        decoder = C.find_decoder(model)
+        decoder = compat.find_decoder(model)
         if decoder is None or len(decoder.layers) == 0:
             raise ValueError(f"model: no decoder blocks found in this {type(model).__name__}")
         self.model = model
@@ -54,8 +54,8 @@ class Passes:
         self.pairs = list(pairs)
         first = next(decoder.parameters())
         self.device, self.dtype = first.device, first.dtype
-        self.pad_id = C.generation_pad_id(model)
-        self.logits_to_keep = C.forward_accepts(model, "logits_to_keep")
+        self.pad_id = compat.generation_pad_id(model)
+        self.logits_to_keep = compat.forward_accepts(model, "logits_to_keep")
         self.augment = {
             (s, f): AugmentedPass(self.layers, s, f, mode, coef, eps, family.norm_offset, family.llama_norm_numerics)
             for s, f in self.pairs

@@ -6,11 +6,10 @@ import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from .._reporting import fmt, json_safe
-
-PathLike = Union[str, Path]
+from .._types import PathLike
 
 
 @dataclass(frozen=True)

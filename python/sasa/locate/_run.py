@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import _compat as C
+from .. import _compat as compat
+from .._fingerprint import model_fingerprint
+from .._types import PathLike
 from ..config import FEATURES, MODES, SASAConfig
 from ..data import Example
 from ..families import family_of
-from .._fingerprint import model_fingerprint
 from ..readers import read_sources
 from ..refusal import RefusalMatcher, as_matcher, refusal_token_ids
 from . import _stats as S
 from ._passes import Pair, Passes
 from ._result import GridCell, LayerStats, LocateResult
 
-PathLike = Union[str, Path]
 Range = tuple[int, int]
 
 
@@ -127,10 +126,10 @@ def locate(
     _check_settings(feature, mode, folds, top_k, holdout)
     check_examples(examples, processor, folds)
     family = family_of(getattr(model.config, "model_type", None))
-    if C.attn_implementation(model) not in ("eager", "sdpa"):
+    if compat.attn_implementation(model) not in ("eager", "sdpa"):
         raise ValueError(f"model: sasa locate runs scope='last', which supports the eager and sdpa attention "
-                         f"implementations; this model uses {C.attn_implementation(model)!r}")
-    decoder = C.find_decoder(model)
+                         f"implementations; this model uses {compat.attn_implementation(model)!r}")
+    decoder = compat.find_decoder(model)
     if decoder is None or len(decoder.layers) < 2:
         raise ValueError("model: sasa locate needs a decoder with at least 2 blocks")
     num_layers = len(decoder.layers)
@@ -138,7 +137,7 @@ def locate(
     # Validates mode, coef and feature as calibrate would; eps is SASAConfig's default.
     base = SASAConfig(safety_layer=pairs[0][0], fused_layer=pairs[0][1], mode=mode, coef=coef, scope="last",
                       feature=feature)
-    head = C.find_output_head(model)
+    head = compat.find_output_head(model)
     if head is None:
         raise ValueError("model: no output head (lm_head) found; the logit lens and feature='logits' need one")
     refusal = as_matcher(refusal)
@@ -150,7 +149,7 @@ def locate(
     bar = tqdm(total=num_layers + len(pairs), desc="sasa locate: probes", unit="layer/pair", disable=not progress)
     layers, fits = _layer_stats(got, y, passes, head, model, token_ids, folds, top_k, seed, holdout, bar)
 
-    softcap = C.final_logit_softcap(model)
+    softcap = compat.final_logit_softcap(model)
     device, dtype = passes.device, passes.dtype
 
     def logits(z: torch.Tensor) -> torch.Tensor:
@@ -206,7 +205,7 @@ def _layer_stats(got: Any, y: torch.Tensor, passes: Passes, head: nn.Module, mod
         fusion = S.fusion_similarity(got.states[got.twin_rows], got.twin_states)
     refusal: list[Optional[float]] = [None] * num_layers
     if token_ids:
-        refusal = S.refusal_rate(got.states[y == 1], passes.norm, head, C.final_logit_softcap(model), token_ids,
+        refusal = S.refusal_rate(got.states[y == 1], passes.norm, head, compat.final_logit_softcap(model), token_ids,
                                  top_k, device=passes.device, dtype=passes.dtype)
     layers = []
     for i in range(num_layers):
