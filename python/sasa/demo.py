@@ -8,8 +8,6 @@ any machine, in seconds, with nothing downloaded.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -91,16 +89,6 @@ def save_default(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: int = 10) -> dict[str, Any]:
     """Calibrate the stand-in on the bundled manifest, print example decisions and TTFT."""
     from .calibrate import calibrate
@@ -130,16 +118,15 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
             print(f"{prompt:<58}{float(p[0]):>10.3f}  {'REFUSE' if flag else 'pass':<8}  {names}")
 
         one = guard.encode(EXAMPLES[0])
-        gen = dict(max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        guarded = _median_ms(lambda: guard.generate(**one, **gen), repeats)
     finally:
         guard.remove()
-    with torch.no_grad():  # the unguarded model: no guard applied
-        plain = _median_ms(lambda: model.generate(**one, **gen), repeats)
-    print(f"\ntime to first token (median of {repeats}, batch 1, {one['input_ids'].shape[1]} prompt tokens, "
-          f"{torch.get_num_threads()} CPU threads):")
-    print(f"  unguarded model.generate : {plain:8.2f} ms")
-    print(f"  guarded   guard.generate : {guarded:8.2f} ms  ({guarded / plain:.2f}x)")
+    from .bench import compare_ttft
+
+    # The same timing code as `sasa bench`: interleaved rounds, the model with no guard applied for
+    # the unguarded series, medians and the spread of the paired ratios, a busy-machine warning.
+    timing = compare_ttft(model, one, probe=probe, tokenizer=tokenizer, repeats=repeats)
+    print("\n" + "\n".join(timing.lines()))
+    plain, guarded = timing.unguarded_ms, timing.guarded_ms
 
     from .evaluate import evaluate, format_summary
 
