@@ -4,12 +4,17 @@ The import packages are ``sasa_kernels`` (repo root) and ``sasa`` (``python/sasa
 
 The compiled extension ``sasa_kernels._C`` (C++ CPU kernels, plus CUDA kernels when torch has CUDA
 and ``nvcc`` is found) is built with ``torch.utils.cpp_extension`` against the torch already
-installed, so install with ``pip install --no-build-isolation ...``. It is optional:
+installed, so install with ``pip install --no-build-isolation ...``.
 
 - ``SASA_SKIP_BUILD=1``: pure-Python install (the ``torch`` / ``triton`` backends only).
 - ``SASA_SKIP_CUDA=1``: build the C++ CPU kernels only, even where CUDA is available.
-- No torch importable, no C++ compiler, or a failed build: the install still succeeds, with a
-  warning, and the package runs on its pure-Python backends.
+- No torch importable in the build environment (a plain ``pip install .`` builds in an isolated
+  environment that has no torch), no C++ compiler, or a failed compile: the build FAILS with a
+  message saying what to do (``pip install --no-build-isolation .``, or ``SASA_SKIP_BUILD=1`` for
+  pure Python). It used to install pure Python with a warning, but pip shows a successful build's
+  output only with ``-v``, so nobody saw the warning and the C++ kernels were silently missing.
+  A failure is the one outcome pip always shows. ``sdist`` / metadata steps never build, so they
+  work without torch.
 - ``MAX_JOBS``: parallel compile jobs (ninja); ``TORCH_CUDA_ARCH_LIST``: CUDA archs (default: the
   visible GPU's, else torch's list).
 """
@@ -26,15 +31,21 @@ import subprocess
 import sys
 import sysconfig
 import warnings
+from typing import NoReturn
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 packages = find_packages(include=["sasa_kernels", "sasa_kernels.*"])
 packages += ["sasa"] + ["sasa." + p for p in find_packages("python/sasa")]
+packages += ["sasa.demo_data"]  # data only (no __init__.py): listed so setuptools ships it quietly
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-CPP_SOURCES = [os.path.join(CSRC, "module.cpp"), os.path.join(CSRC, "ops.cpp"), os.path.join(CSRC, "cpu", "kernels.cpp")]
+CPP_SOURCES = [
+    os.path.join(CSRC, "module.cpp"), os.path.join(CSRC, "entry.cpp"), os.path.join(CSRC, "ops.cpp"),
+    os.path.join(CSRC, "cpu", "kernels.cpp"),
+]
 CUDA_SOURCES = [os.path.join(CSRC, "cuda", "kernels.cu")]
 
 
@@ -49,6 +60,39 @@ def _note(msg: str) -> None:
 def _warn(msg: str) -> None:
     _note("WARNING: " + msg)
     warnings.warn(f"sasa-kernels: {msg}", stacklevel=2)
+
+
+_WHAT_TO_DO = """\
+To build the compiled kernels against the torch you have, install torch first and build without
+isolation (setup.sh in the source tree does exactly this):
+
+    pip install --no-build-isolation .          (or: pip install --no-build-isolation -e .)
+
+To install without them (pure Python: the torch and triton backends only, slower on CPU):
+
+    SASA_SKIP_BUILD=1 pip install ."""
+
+
+def _fail(problem: str) -> NoReturn:
+    """Stop the build with ``problem`` and what to do, framed so it stands out in pip's output."""
+    bar = "=" * 78
+    print(f"\n{bar}\nsasa-kernels: cannot build the compiled extension sasa_kernels._C:\n{problem}\n\n"
+          f"{_WHAT_TO_DO}\n{bar}\n", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def _failing_build(problem: str):
+    """``(ext_modules, cmdclass)`` whose ``build_ext`` stops with ``problem``.
+
+    The failure is deferred to ``build_ext``, which only wheel and editable builds run: metadata
+    and sdist steps (also run in build environments without torch) keep working.
+    """
+
+    class FailingBuildExtension(build_ext):
+        def run(self):
+            _fail(problem)
+
+    return [Extension("sasa_kernels._C", sources=[])], {"build_ext": FailingBuildExtension}
 
 
 def _flag(name: str) -> bool:
@@ -117,14 +161,13 @@ def _extension_setup():
         import torch
         from torch.utils import cpp_extension
     except Exception as exc:  # noqa: BLE001 - any failure means no extension
-        _warn(
-            f"torch is not importable in the build environment ({exc}); installing without the compiled "
-            "backends. Install torch first and use `pip install --no-build-isolation`."
+        return _failing_build(
+            f"torch is not importable in the build environment ({type(exc).__name__}: {exc}).\n"
+            "A plain `pip install .` builds in an isolated environment that has no torch (on purpose: "
+            "it would download\na multi-GB CUDA build that may not match the torch you run)."
         )
-        return [], {}
     if _cxx_compiler() is None:
-        _warn("no C++ compiler found; installing without the compiled backends")
-        return [], {}
+        return _failing_build("no C++ compiler was found (install g++ or clang++, or set CXX).")
 
     with_cuda = False
     if torch.version.cuda and not _flag("SASA_SKIP_CUDA"):
@@ -161,8 +204,8 @@ def _extension_setup():
         kwargs["extra_compile_args"] = {"cxx": cxx_flags}
         ext = cpp_extension.CppExtension("sasa_kernels._C", sources, **kwargs)
 
-    class OptionalBuildExtension(cpp_extension.BuildExtension):
-        """BuildExtension whose failure leaves a working pure-Python install (with a warning)."""
+    class SasaBuildExtension(cpp_extension.BuildExtension):
+        """BuildExtension that keeps ninja's objects between builds and fails with what to do."""
 
         def finalize_options(self):
             super().finalize_options()
@@ -181,24 +224,14 @@ def _extension_setup():
             try:
                 super().run()
             except Exception as exc:  # noqa: BLE001 - compiler errors, missing headers, ninja, ...
-                self._give_up(exc)
-
-        def _give_up(self, exc):
-            _warn(
-                f"building the compiled extension sasa_kernels._C failed ({type(exc).__name__}: {exc}); "
-                "installing without it: the pure-Python backends (torch, triton) are used. Rerun "
-                "`pip install -v --no-build-isolation -e .` to see the compiler output."
-            )
-            # A library left by an earlier build (build/lib, or the source tree of an editable
-            # install) would be packaged or imported instead: remove it.
-            for ext in self.extensions:
-                name = self.get_ext_filename(ext.name)
-                for path in {os.path.join(self.build_lib, name), os.path.join(HERE, name)}:
-                    if os.path.exists(path):
-                        _note(f"removing the stale {path}")
-                        os.remove(path)
-            # Nothing built: report no outputs, so editable/wheel steps do not look for the .so.
-            self.extensions = []
+                cuda_hint = (
+                    "\nIf only the CUDA part fails, SASA_SKIP_CUDA=1 builds the C++ CPU kernels alone."
+                    if with_cuda else ""
+                )
+                _fail(
+                    f"the compile failed ({type(exc).__name__}: {exc}); the compiler's output is above "
+                    f"(pip shows all of it with -v).{cuda_hint}"
+                )
 
         def copy_file(self, infile, outfile, *args, **kwargs):
             # In-place copies of the built library (editable installs) go through a rename, so a
@@ -211,15 +244,7 @@ def _extension_setup():
                 os.replace(tmp, outfile)
             return outfile, result[1]
 
-        def get_outputs(self):
-            return super().get_outputs() if self.extensions else []
-
-        def get_output_mapping(self):
-            if not self.extensions:
-                return {}
-            return super().get_output_mapping()
-
-    return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
+    return [ext], {"build_ext": SasaBuildExtension.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = _extension_setup()
@@ -227,7 +252,7 @@ ext_modules, cmdclass = _extension_setup()
 setup(
     packages=packages,
     package_dir={"sasa": "python/sasa"},
-    package_data={"sasa": ["demo_data/*.jsonl"]},
+    package_data={"sasa.demo_data": ["*.jsonl"]},
     # A library an editable build left in the source tree is not package data: only build_ext
     # (when it runs) puts _C into a wheel, so SASA_SKIP_BUILD=1 really is pure Python.
     exclude_package_data={"sasa_kernels": ["_C*"]},

@@ -1,8 +1,13 @@
 // The Python module sasa_kernels._C: loading it registers the compiled ops (static initializers in
-// ops.cpp, cpu/kernels.cpp and, when built, cuda/kernels.cu); build_info() says what was built.
+// ops.cpp, cpu/kernels.cpp and, when built, cuda/kernels.cu); build_info() says what was built;
+// project / project_rmsnorm / probe are the direct entry points of csrc/entry.h.
 #include <pybind11/pybind11.h>
+#include <torch/csrc/utils/pybind.h>  // at::Tensor and std::optional casters
 
 #include <string>
+
+#include "cpu/kernels.h"
+#include "entry.h"
 
 // setup.py and CMakeLists.txt generate this header (SASA_TORCH_VERSION, SASA_BUILD_SYSTEM).
 #if __has_include("sasa_build_config.h")
@@ -74,6 +79,7 @@ py::dict build_info() {
   info["compiler"] = compiler();
   info["torch_version"] = std::string(SASA_TORCH_VERSION);
   info["build_system"] = std::string(SASA_BUILD_SYSTEM);
+  info["cpu_capability"] = std::string(sasa::cpu::capability_name());
   return info;
 }
 
@@ -83,5 +89,17 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "sasa_kernels compiled kernels (C++ CPU and, when built, CUDA); see build_info().";
   m.def("build_info", &build_info,
         "What this extension was built with: backends (list of names), compiler, cuda_version, "
-        "cuda_archs, torch_version (the torch it was compiled against), build_system.");
+        "cuda_archs, torch_version (the torch it was compiled against), build_system, "
+        "cpu_capability (the instruction set the CPU kernels run with).");
+  // Direct entry points of sasa::_compiled_* (csrc/entry.h), used by the compiled backends.
+  m.def("project", &sasa::entry::project, "sasa::_compiled_project on [..., d] rows; returns out",
+        py::arg("hs"), py::arg("hf"), py::arg("a"), py::arg("b"), py::arg("eps"), py::arg("out") = py::none());
+  m.def("project_rmsnorm", &sasa::entry::project_rmsnorm,
+        "sasa::_compiled_project_rmsnorm on [..., d] rows; returns (out, out_normed)", py::arg("hs"),
+        py::arg("hf"), py::arg("norm_weight"), py::arg("a"), py::arg("b"), py::arg("eps"), py::arg("norm_eps"),
+        py::arg("weight_offset"), py::arg("out") = py::none(), py::arg("out_normed") = py::none());
+  m.def("probe", &sasa::entry::probe,
+        "sasa::_compiled_probe; hidden [B, T, d], or [B, d] without positions; returns out [B, C]",
+        py::arg("hidden"), py::arg("positions"), py::arg("weight"), py::arg("bias"), py::arg("norm_weight"),
+        py::arg("norm_eps"), py::arg("weight_offset"), py::arg("sigmoid"), py::arg("out") = py::none());
 }

@@ -10,11 +10,9 @@
 
 #include <optional>
 
-namespace sasa {
+#include "sasa_dtypes.h"
 
-inline bool is_kernel_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
+namespace sasa {
 
 inline void check_kernel_dtype(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(is_kernel_dtype(t.scalar_type()), op, ": ", name,

@@ -3,9 +3,12 @@
 These functions are the source of truth in tests and the ``torch`` backend. They are written
 for clarity, not speed: every reduction accumulates in float32 (float64 when the inputs are
 float64), and results are cast back to the input dtype exactly where the fused kernels do it.
+(The fused kernels accumulate in float64: see :mod:`sasa_kernels.backends.base`.)
 
 They take the same arguments as the public functions in :mod:`sasa_kernels` but do not validate
-them; call the public functions unless you are testing.
+them; call the public functions unless you are testing. :func:`project_weighted` is
+:func:`project` with the mode already turned into the weights ``(a, b)``, the form the backends
+receive.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["project", "project_rmsnorm", "probe", "rmsnorm", "project_ab", "mode_coefficients", "MODES", "ACTIVATIONS"]
+__all__ = [
+    "project", "project_rmsnorm", "probe", "rmsnorm", "project_weighted", "mode_coefficients", "MODES", "ACTIVATIONS",
+]
 
-#: Projection modes: name -> how (a, b) in ``a * hs + b * P`` follow from ``coef`` (SASA.md §3).
+#: Projection modes (docs/method.md section 3); :func:`mode_coefficients` maps each to ``(a, b)``.
 MODES = ("replace", "residual", "interpolate")
 ACTIVATIONS = ("sigmoid", "none")
 
 
 def mode_coefficients(mode: str, coef: float) -> tuple[float, float]:
-    """Return ``(a, b)`` such that the projected state is ``a * hs + b * P``."""
+    """Return ``(a, b)`` such that the projected state is ``a * hs + b * P``, ``P`` the projection."""
     if mode == "replace":
         return 0.0, 1.0
     if mode == "residual":
@@ -42,11 +47,15 @@ def project(hs: Tensor, hf: Tensor, *, mode: str = "replace", coef: float = 1.0,
     ``(a, b)`` follow from ``mode`` and ``coef``: see :func:`mode_coefficients`.
     """
     a, b = mode_coefficients(mode, coef)
-    return project_ab(hs, hf, a, b, eps)
+    return project_weighted(hs, hf, a, b, eps)
 
 
-def project_ab(hs: Tensor, hf: Tensor, a: float, b: float, eps: float) -> Tensor:
-    """:func:`project` with the mode already turned into the coefficients ``(a, b)``."""
+def project_weighted(hs: Tensor, hf: Tensor, a: float, b: float, eps: float) -> Tensor:
+    """``a * hs + b * P`` with ``P = (<hs, hf> / (||hf||^2 + eps)) * hf``, row-wise.
+
+    :func:`project` with the mode already turned into the weights ``(a, b)`` (see
+    :func:`mode_coefficients`): the form the backends receive.
+    """
     acc = _acc_dtype(hs.dtype)
     s, f = hs.to(acc), hf.to(acc)
     dot = (s * f).sum(-1, keepdim=True)

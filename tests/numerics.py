@@ -1,9 +1,13 @@
 """Numerical helpers shared by the kernel tests.
 
-The tolerance rule (DEVELOPERS.md): a kernel's max-abs error against the float64 reference may be
-at most twice the error of the PyTorch eager reference run in the same dtype, plus a small atol of
-one unit in the last place of the largest reference value (never below the dtype's smallest
-normal number, so results in the subnormal range are not held to more bits than they have).
+The tolerance rule (the project's reference-first rule): a kernel's max-abs error against the
+float64 reference may be at most twice the error of the PyTorch eager reference run in the same
+dtype, plus a small atol of one unit in the last place of the largest reference value (never below
+the dtype's smallest normal number, so results in the subnormal range are not held to more bits
+than they have).
+
+Unwritten outputs: :func:`poison_outputs` hands every backend NaN-filled output buffers, so an
+element a kernel forgets to write fails the rule (NaN counts as an infinite error).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import pytest
 import torch
 
 import sasa_kernels as sk
-from sasa_kernels import _ops
+from sasa_kernels import _dispatch
+from sasa_kernels.backends.base import empty_rows, empty_scores
 
 LOW_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,13 +67,34 @@ def assert_matches_reference(
         )
 
 
-def _nan_empty(*args, **kwargs) -> torch.Tensor:
-    return torch.empty(*args, **kwargs).fill_(float("nan"))
+def _nan(t: torch.Tensor) -> torch.Tensor:
+    return t.fill_(float("nan"))
+
+
+def _poisoning(name: str, method: Callable) -> Callable:
+    # The backend contract (sasa_kernels.backends.base): outputs passed as out=... are written.
+    if name == "project":
+        def poisoned(hs, hf, a, b, eps, out=None):
+            return method(hs, hf, a, b, eps, out=_nan(empty_rows(hs) if out is None else out))
+    elif name == "project_rmsnorm":
+        def poisoned(hs, hf, norm_weight, a, b, eps, norm_eps, weight_offset, out=None, out_normed=None):
+            out = _nan(empty_rows(hs) if out is None else out)
+            out_normed = _nan(empty_rows(hs) if out_normed is None else out_normed)
+            return method(hs, hf, norm_weight, a, b, eps, norm_eps, weight_offset, out=out, out_normed=out_normed)
+    else:
+        def poisoned(hidden, positions, weight, bias, norm_weight, norm_eps, weight_offset, sigmoid, out=None):
+            out = _nan(empty_scores(hidden, weight) if out is None else out)
+            return method(hidden, positions, weight, bias, norm_weight, norm_eps, weight_offset, sigmoid, out=out)
+    return poisoned
 
 
 def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every op output start as NaN so an element a kernel does not write fails the test."""
-    monkeypatch.setattr(_ops, "_empty", _nan_empty)
+    """Make every output a backend writes start as NaN, so an element a kernel does not write
+    fails the test: each registered backend is given NaN-filled output buffers instead of
+    allocating its own, until ``monkeypatch`` is undone."""
+    for backend in _dispatch._registry.values():
+        for name in ("project", "project_rmsnorm", "probe"):
+            monkeypatch.setattr(backend, name, _poisoning(name, getattr(backend, name)))
 
 
 @pytest.fixture

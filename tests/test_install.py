@@ -9,6 +9,9 @@ repository and reads ``sasa_kernels.backends("cpu")``:
 - a normal install (a C++ compiler is present here): the ``cpp`` backend is there. The compile
   reuses the repository's ``build/`` objects when they are up to date (ninja), else takes about a
   minute on two cores.
+- a build environment without torch (what a plain ``pip install .`` gets: build isolation): the
+  install fails and says what to do, instead of silently leaving the compiled kernels out. Torch
+  is hidden there by a stub package on ``PYTHONPATH`` whose import fails, so no network is needed.
 """
 
 from __future__ import annotations
@@ -43,12 +46,17 @@ def _make_venv(path: Path) -> Path:
     return python
 
 
-def _install(tmp_path: Path, env_overrides: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess]:
+def _pip_install(tmp_path: Path, env_overrides: dict[str, str], *, verbose: bool = True) -> tuple[Path, subprocess.CompletedProcess]:
     python = _make_venv(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
     env.update(env_overrides)
-    cmd = [str(python), "-m", "pip", "install", "-v", "--no-build-isolation", "--no-deps", "--no-index", str(REPO)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    cmd = [str(python), "-m", "pip", "install", *(["-v"] if verbose else []), "--no-build-isolation", "--no-deps",
+           "--no-index", str(REPO)]
+    return python, subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+
+
+def _install(tmp_path: Path, env_overrides: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess]:
+    python, result = _pip_install(tmp_path, env_overrides)
     assert result.returncode == 0, f"pip install failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return python, result
 
@@ -92,3 +100,16 @@ def test_install_builds_cpp_backend(tmp_path):
     assert report["cpu"][0] == "cpp", report
     assert report["info"]["backends"] == ["cpp"]
     assert report["info"]["build_system"] == "setup.py"
+
+
+@pytest.mark.skipif(not _pip_available(), reason="pip is not available")
+def test_install_without_torch_in_the_build_environment_fails_and_says_what_to_do(tmp_path):
+    stub = tmp_path / "no_torch" / "torch"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError(\"No module named 'torch' (hidden by the test)\")\n")
+    # Not -v: what a user sees by default.
+    _, result = _pip_install(tmp_path, {"PYTHONPATH": str(stub.parent)}, verbose=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "the install must not succeed without the compiled kernels, silently"
+    assert "torch is not importable in the build environment" in output, output[-3000:]
+    assert "pip install --no-build-isolation ." in output and "SASA_SKIP_BUILD=1 pip install ." in output

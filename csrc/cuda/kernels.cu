@@ -1,4 +1,13 @@
-// CUDA kernels of the compiled ops (float32, float16, bfloat16 in and out; float32 accumulation).
+// CUDA kernels of the compiled ops (float32, float16, bfloat16 in and out).
+//
+// Numerics: the design every fused backend shares (csrc/cpu/rows_impl.h describes it, and
+// sasa_kernels/backends/base.py states it for all backends): float32 values widened to float64,
+// where products are exact; dot products and sums of squares accumulate in float64 (per thread,
+// then warp shuffles and shared memory in float64); b * alpha and 1/rms are formed in float64 and
+// rounded to float32 once; h and the RMSNorm use the reference's float32 roundings; the probe's
+// scores, bias and sigmoid stay in float64 until one final rounding, and its final norm keeps
+// float32 rows in float64. On GPUs with slow float64 (1/32 or 1/64 of float32) this is about one
+// float64 FMA per element, below the memory-bound floor of these kernels on current cards.
 //
 // project / project_rmsnorm
 // - One row of [N, d] per warp (small d: 4 rows per 128-thread block) or per block (large d:
@@ -27,8 +36,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "../sasa_checks.h"
+#include "../sasa_dtypes.h"
 
 namespace sasa {
 namespace cuda {
@@ -51,19 +62,19 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kMaxThreads = 1024;
 
-// Storage <-> float32. Half and bfloat16 travel as raw 16-bit patterns.
+// Storage <-> float32 for each kernel dtype (sasa_dtypes.h lists them and their storage types).
 struct F32 {
-  using storage = float;
+  using storage = storage_t<Dtype::kF32>;
   static __device__ __forceinline__ float load(float x) { return x; }
   static __device__ __forceinline__ float store(float x) { return x; }
 };
 struct F16 {
-  using storage = unsigned short;
+  using storage = storage_t<Dtype::kF16>;
   static __device__ __forceinline__ float load(unsigned short b) { return __half2float(__ushort_as_half(b)); }
   static __device__ __forceinline__ unsigned short store(float x) { return __half_as_ushort(__float2half_rn(x)); }
 };
 struct BF16 {
-  using storage = unsigned short;
+  using storage = storage_t<Dtype::kBF16>;
   static __device__ __forceinline__ float load(unsigned short b) {
     return __uint_as_float(static_cast<unsigned int>(b) << 16);
   }
@@ -71,6 +82,9 @@ struct BF16 {
     return __bfloat16_as_ushort(__float2bfloat16_rn(x));
   }
 };
+
+template <Dtype kD>
+using conv_t = by_dtype<kD, F32, F16, BF16>;
 
 template <class D>
 __device__ __forceinline__ float round_to(float x) {
@@ -91,15 +105,15 @@ __device__ __forceinline__ void store_vec(T* p, const Vec<T, N>& x) {
   *reinterpret_cast<Vec<T, N>*>(p) = x;
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
+__device__ __forceinline__ double warp_sum(double x) {
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
 }
 
-// Sum over the block (every thread gets the result). smem: kMaxThreads / kWarp floats per value.
+// Sum over the block (every thread gets the result). smem: kMaxThreads / kWarp values per sum.
 template <int K>
-__device__ __forceinline__ void block_sum(float (&x)[K], float* smem) {
+__device__ __forceinline__ void block_sum(double (&x)[K], double* smem) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int nwarps = (blockDim.x + kWarp - 1) / kWarp;
 #pragma unroll
@@ -112,7 +126,7 @@ __device__ __forceinline__ void block_sum(float (&x)[K], float* smem) {
   __syncthreads();
 #pragma unroll
   for (int r = 0; r < K; ++r) {
-    float t = lane < nwarps ? smem[r * kWarp + lane] : 0.f;
+    double t = lane < nwarps ? smem[r * kWarp + lane] : 0.0;
     x[r] = warp_sum(t);
   }
 }
@@ -125,37 +139,38 @@ struct ProjectParams {
   S* out;
   S* out_normed;       // nullptr: plain project
   const S* norm_weight;
-  int64_t n, d, hs_stride, hf_stride, out_stride, outn_stride, w_stride;
-  float a, b, eps, norm_eps, weight_offset;
+  int64_t n, d, hs_row_stride, hf_row_stride, out_row_stride, out_normed_row_stride, norm_weight_stride;
+  float a, weight_offset;
+  double b, eps, norm_eps;
 };
 
-// One row, processed by `nthreads` threads with index `tid`; Reduce sums float[K] over them.
+// One row, processed by `nthreads` threads with index `tid`; Reduce sums double[K] over them.
 template <class D, int VEC, bool NORM, class Reduce>
 __device__ __forceinline__ void project_row(const ProjectParams<D>& p, int64_t row, int tid, int nthreads,
                                             Reduce reduce) {
   using S = typename D::storage;
-  const S* s = p.hs + row * p.hs_stride;
-  const S* f = p.hf + row * p.hf_stride;
-  S* o = p.out + row * p.out_stride;
+  const S* s = p.hs + row * p.hs_row_stride;
+  const S* f = p.hf + row * p.hf_row_stride;
+  S* o = p.out + row * p.out_row_stride;
   const int64_t nvec = p.d / VEC;
 
-  float acc[2] = {0.f, 0.f};
+  // Widened to float64, where the products are exact; float64 sums.
+  double acc[2] = {0.0, 0.0};
   for (int64_t v = tid; v < nvec; v += nthreads) {
     const Vec<S, VEC> xs = load_vec<S, VEC>(s + v * VEC);
     const Vec<S, VEC> xf = load_vec<S, VEC>(f + v * VEC);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      const float x = D::load(xs.v[j]), y = D::load(xf.v[j]);
-      acc[0] = fmaf(x, y, acc[0]);
-      acc[1] = fmaf(y, y, acc[1]);
+      const double x = D::load(xs.v[j]), y = D::load(xf.v[j]);
+      acc[0] = fma(x, y, acc[0]);
+      acc[1] = fma(y, y, acc[1]);
     }
   }
   reduce(acc);
-  const float alpha = acc[0] / (acc[1] + p.eps);
-  const float c = p.b * alpha;
+  const float c = static_cast<float>(p.b * __ddiv_rn(acc[0], acc[1] + p.eps));
   const float a = p.a;
 
-  float sq[1] = {0.f};
+  double sq[1] = {0.0};
   for (int64_t v = tid; v < nvec; v += nthreads) {
     const Vec<S, VEC> xs = load_vec<S, VEC>(s + v * VEC);
     const Vec<S, VEC> xf = load_vec<S, VEC>(f + v * VEC);
@@ -165,24 +180,24 @@ __device__ __forceinline__ void project_row(const ProjectParams<D>& p, int64_t r
       // Two roundings, then the add, as the reference's tensor ops do (no contraction to FMA).
       h.v[j] = D::store(__fadd_rn(__fmul_rn(a, D::load(xs.v[j])), __fmul_rn(c, D::load(xf.v[j]))));
       if (NORM) {
-        const float hv = D::load(h.v[j]);
-        sq[0] = fmaf(hv, hv, sq[0]);
+        const double hv = D::load(h.v[j]);
+        sq[0] = fma(hv, hv, sq[0]);
       }
     }
     store_vec<S, VEC>(o + v * VEC, h);
   }
   if (!NORM) return;
   reduce(sq);
-  const float r = 1.0f / sqrtf(sq[0] / static_cast<float>(p.d) + p.norm_eps);
-  S* on = p.out_normed + row * p.outn_stride;
+  const float r = static_cast<float>(1.0 / sqrt(sq[0] / static_cast<double>(p.d) + p.norm_eps));
+  S* on = p.out_normed + row * p.out_normed_row_stride;
   for (int64_t v = tid; v < nvec; v += nthreads) {
     const Vec<S, VEC> h = load_vec<S, VEC>(o + v * VEC);  // this thread's own writes
     Vec<S, VEC> w;
-    if (p.w_stride == 1) {
+    if (p.norm_weight_stride == 1) {
       w = load_vec<S, VEC>(p.norm_weight + v * VEC);
     } else {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) w.v[j] = p.norm_weight[(v * VEC + j) * p.w_stride];
+      for (int j = 0; j < VEC; ++j) w.v[j] = p.norm_weight[(v * VEC + j) * p.norm_weight_stride];
     }
     Vec<S, VEC> y;
 #pragma unroll
@@ -197,16 +212,16 @@ __device__ __forceinline__ void project_row(const ProjectParams<D>& p, int64_t r
 
 struct WarpReduce {
   template <int K>
-  __device__ __forceinline__ void operator()(float (&x)[K]) const {
+  __device__ __forceinline__ void operator()(double (&x)[K]) const {
 #pragma unroll
     for (int r = 0; r < K; ++r) x[r] = warp_sum(x[r]);
   }
 };
 
 struct BlockReduce {
-  float* smem;
+  double* smem;
   template <int K>
-  __device__ __forceinline__ void operator()(float (&x)[K]) const {
+  __device__ __forceinline__ void operator()(double (&x)[K]) const {
     block_sum(x, smem);
   }
 };
@@ -226,27 +241,31 @@ __global__ void __launch_bounds__(kWarp * kRowsPerWarpBlock) project_warp_kernel
 // A block per row; blockDim.x a multiple of 32. The row loop is block-uniform.
 template <class D, int VEC, bool NORM>
 __global__ void __launch_bounds__(kMaxThreads) project_block_kernel(ProjectParams<D> p) {
-  __shared__ float smem[2 * kWarp];
+  __shared__ double smem[2 * kWarp];
   for (int64_t row = blockIdx.x; row < p.n; row += gridDim.x) {
     project_row<D, VEC, NORM>(p, row, threadIdx.x, blockDim.x, BlockReduce{smem});
   }
 }
 
-constexpr int64_t kMaxGrid = 65535LL * 32;
+// Cap on the blocks of one launch. Every kernel loops over its rows with a grid stride, so any
+// number of rows is covered; the cap keeps the grid far inside gridDim.x's limit (2^31 - 1) and
+// stops a huge batch of short rows from launching millions of blocks that each do one row
+// (65535 * 32 blocks are still thousands per SM on any current GPU).
+constexpr int64_t kMaxBlocks = 65535LL * 32;
 
 template <class D, int VEC, bool NORM>
 void launch_project(const ProjectParams<D>& p, cudaStream_t stream) {
   const int64_t nvec = p.d / VEC;
   if (nvec <= 4 * kWarp) {
     const int64_t blocks =
-        std::min<int64_t>((p.n + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock, kMaxGrid);
+        std::min<int64_t>((p.n + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock, kMaxBlocks);
     project_warp_kernel<D, VEC, NORM>
         <<<static_cast<unsigned>(blocks), dim3(kWarp, kRowsPerWarpBlock), 0, stream>>>(p);
   } else {
     // About two vectors per thread, rounded to whole warps, in [64, 1024].
     int64_t threads = ((nvec + 1) / 2 + kWarp - 1) / kWarp * kWarp;
     threads = std::max<int64_t>(64, std::min<int64_t>(kMaxThreads, threads));
-    const int64_t blocks = std::min<int64_t>(p.n, kMaxGrid);
+    const int64_t blocks = std::min<int64_t>(p.n, kMaxBlocks);
     project_block_kernel<D, VEC, NORM>
         <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0, stream>>>(p);
   }
@@ -259,11 +278,11 @@ template <class D, bool NORM>
 void dispatch_vec(const ProjectParams<D>& p, cudaStream_t stream) {
   using S = typename D::storage;
   constexpr int kVec = 16 / sizeof(S);
-  bool vec_ok = p.d % kVec == 0 && p.hs_stride % kVec == 0 && p.hf_stride % kVec == 0 &&
-                p.out_stride % kVec == 0 && aligned16(p.hs) && aligned16(p.hf) && aligned16(p.out);
+  bool vec_ok = p.d % kVec == 0 && p.hs_row_stride % kVec == 0 && p.hf_row_stride % kVec == 0 &&
+                p.out_row_stride % kVec == 0 && aligned16(p.hs) && aligned16(p.hf) && aligned16(p.out);
   if (NORM) {
-    vec_ok = vec_ok && p.outn_stride % kVec == 0 && aligned16(p.out_normed) &&
-             (p.w_stride != 1 || aligned16(p.norm_weight));
+    vec_ok = vec_ok && p.out_normed_row_stride % kVec == 0 && aligned16(p.out_normed) &&
+             (p.norm_weight_stride != 1 || aligned16(p.norm_weight));
   }
   if (vec_ok) {
     launch_project<D, kVec, NORM>(p, stream);
@@ -286,32 +305,22 @@ void project_impl(const at::Tensor& hs, const at::Tensor& hf, const at::Tensor& 
   p.hs = reinterpret_cast<const S*>(hs.const_data_ptr());
   p.hf = reinterpret_cast<const S*>(hf.const_data_ptr());
   p.out = reinterpret_cast<S*>(out.mutable_data_ptr());
-  p.hs_stride = hs.stride(0);
-  p.hf_stride = hf.stride(0);
-  p.out_stride = out.stride(0);
+  p.hs_row_stride = hs.stride(0);
+  p.hf_row_stride = hf.stride(0);
+  p.out_row_stride = out.stride(0);
   p.a = static_cast<float>(a);
-  p.b = static_cast<float>(b);
-  p.eps = static_cast<float>(eps);
-  p.norm_eps = static_cast<float>(norm_eps);
+  p.b = b;
+  p.eps = eps;
+  p.norm_eps = norm_eps;
   p.weight_offset = static_cast<float>(weight_offset);
   if (norm_weight != nullptr) {
     p.out_normed = reinterpret_cast<S*>(out_normed->mutable_data_ptr());
-    p.outn_stride = out_normed->stride(0);
+    p.out_normed_row_stride = out_normed->stride(0);
     p.norm_weight = reinterpret_cast<const S*>(norm_weight->const_data_ptr());
-    p.w_stride = norm_weight->stride(0);
+    p.norm_weight_stride = norm_weight->stride(0);
     dispatch_vec<D, true>(p, stream);
   } else {
     dispatch_vec<D, false>(p, stream);
-  }
-}
-
-template <class Fn>
-void dispatch_dtype(at::ScalarType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case at::kFloat: fn(F32{}); break;
-    case at::kHalf: fn(F16{}); break;
-    case at::kBFloat16: fn(BF16{}); break;
-    default: TORCH_CHECK(false, op, ": unsupported dtype ", t);
   }
 }
 
@@ -325,7 +334,7 @@ void project_cuda(const at::Tensor& hs, const at::Tensor& hf, const at::Tensor& 
   check_project_args(op, hs, hf, out, eps);
   check_cuda(op, hs);
   dispatch_dtype(hs.scalar_type(), op, [&](auto tag) {
-    project_impl<decltype(tag)>(hs, hf, out, nullptr, nullptr, a, b, eps, 1.0, 0.0);
+    project_impl<conv_t<decltype(tag)::value>>(hs, hf, out, nullptr, nullptr, a, b, eps, 1.0, 0.0);
   });
 }
 
@@ -336,8 +345,8 @@ void project_rmsnorm_cuda(const at::Tensor& hs, const at::Tensor& hf, const at::
   check_project_rmsnorm_args(op, hs, hf, norm_weight, out, out_normed, eps, norm_eps);
   check_cuda(op, hs);
   dispatch_dtype(hs.scalar_type(), op, [&](auto tag) {
-    project_impl<decltype(tag)>(hs, hf, out, &norm_weight, &out_normed, a, b, eps, norm_eps,
-                                weight_offset);
+    project_impl<conv_t<decltype(tag)::value>>(hs, hf, out, &norm_weight, &out_normed, a, b, eps, norm_eps,
+                                               weight_offset);
   });
 }
 
@@ -354,8 +363,10 @@ struct ProbeParams {
   const SW* bias;            // nullptr: none
   const S* norm_weight;      // nullptr: no RMSNorm
   float* out;
-  int64_t B, T, d, C, sB, sT, w_stride, b_stride, nw_stride, out_s0, out_s1;
-  float norm_eps, weight_offset;
+  int64_t batch, seq_len, d, num_probes, batch_stride, seq_stride, weight_row_stride, bias_stride,
+      norm_weight_stride, out_row_stride, out_col_stride;
+  double norm_eps;
+  float weight_offset;
   bool sigmoid;
 };
 
@@ -365,48 +376,57 @@ template <class D, class DW>
 __global__ void __launch_bounds__(kProbeThreads) probe_kernel(ProbeParams<D, DW> p) {
   using S = typename D::storage;
   using SW = typename DW::storage;
-  __shared__ float smem[kWarp];
+  // float32 rows are normalized in float64, float16/bfloat16 rows with Llama's roundings.
+  constexpr bool kExactNorm = std::is_same<D, F32>::value;
+  __shared__ double smem[kWarp];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int nwarps = blockDim.x / kWarp;
-  for (int64_t b = blockIdx.x; b < p.B; b += gridDim.x) {
-    float* out = p.out + b * p.out_s0;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    float* out = p.out + b * p.out_row_stride;
     int64_t t = 0;
     if (p.positions != nullptr) {
       t = p.positions[b];
-      if (t < 0 || t >= p.T) {  // block-uniform: never read out of bounds, flag the row with NaN
-        for (int64_t c = threadIdx.x; c < p.C; c += blockDim.x) out[c * p.out_s1] = __int_as_float(0x7fc00000);
+      if (t < 0 || t >= p.seq_len) {  // block-uniform: never read out of bounds, flag the row with NaN
+        for (int64_t c = threadIdx.x; c < p.num_probes; c += blockDim.x)
+          out[c * p.out_col_stride] = __int_as_float(0x7fc00000);
         continue;
       }
     }
-    const S* x = p.hidden + b * p.sB + t * p.sT;
-    float r = 1.f;
+    const S* x = p.hidden + b * p.batch_stride + t * p.seq_stride;
+    double r = 1.0;
     if (p.norm_weight != nullptr) {
-      float sq[1] = {0.f};
+      double sq[1] = {0.0};
       for (int64_t k = threadIdx.x; k < p.d; k += blockDim.x) {
-        const float xv = D::load(x[k]);
-        sq[0] = fmaf(xv, xv, sq[0]);
+        const double xv = D::load(x[k]);
+        sq[0] = fma(xv, xv, sq[0]);
       }
       block_sum(sq, smem);
-      r = 1.0f / sqrtf(sq[0] / static_cast<float>(p.d) + p.norm_eps);
+      r = 1.0 / sqrt(sq[0] / static_cast<double>(p.d) + p.norm_eps);
     }
-    for (int64_t c = warp; c < p.C; c += nwarps) {
-      const SW* w = p.weight + c * p.w_stride;
-      float acc = 0.f;
+    const float r32 = static_cast<float>(r);
+    for (int64_t c = warp; c < p.num_probes; c += nwarps) {
+      const SW* w = p.weight + c * p.weight_row_stride;
+      double acc = 0.0;
       for (int64_t k = lane; k < p.d; k += kWarp) {
-        float v = D::load(x[k]);
+        double v = D::load(x[k]);
         if (p.norm_weight != nullptr) {
-          const float nrm = round_to<D>(__fmul_rn(v, r));
-          const float we = round_to<D>(__fadd_rn(D::load(p.norm_weight[k * p.nw_stride]), p.weight_offset));
-          v = round_to<D>(__fmul_rn(nrm, we));
+          const float nw = D::load(p.norm_weight[k * p.norm_weight_stride]);
+          if (kExactNorm) {
+            v = v * r * (static_cast<double>(nw) + static_cast<double>(p.weight_offset));
+          } else {
+            const float nrm = round_to<D>(__fmul_rn(static_cast<float>(v), r32));
+            const float we = round_to<D>(__fadd_rn(nw, p.weight_offset));
+            v = round_to<D>(__fmul_rn(nrm, we));
+          }
         }
-        acc = fmaf(v, DW::load(w[k]), acc);
+        acc = fma(v, static_cast<double>(DW::load(w[k])), acc);
       }
       acc = warp_sum(acc);
       if (lane == 0) {
-        float score = acc;
-        if (p.bias != nullptr) score += DW::load(p.bias[c * p.b_stride]);
-        if (p.sigmoid) score = 1.0f / (1.0f + expf(-score));
-        out[c * p.out_s1] = score;
+        double score = acc;
+        if (p.bias != nullptr) score += DW::load(p.bias[c * p.bias_stride]);
+        if (p.sigmoid) score = 1.0 / (1.0 + exp(-score));
+        out[c * p.out_col_stride] = static_cast<float>(score);
       }
     }
   }
@@ -420,11 +440,11 @@ void probe_impl(const at::Tensor& hidden, const std::optional<at::Tensor>& posit
   using S = typename D::storage;
   using SW = typename DW::storage;
   ProbeParams<D, DW> p{};
-  p.B = hidden.size(0);
-  p.T = hidden.size(1);
+  p.batch = hidden.size(0);
+  p.seq_len = hidden.size(1);
   p.d = hidden.size(2);
-  p.C = weight.size(0);
-  if (p.B == 0 || p.C == 0) return;
+  p.num_probes = weight.size(0);
+  if (p.batch == 0 || p.num_probes == 0) return;
   const c10::cuda::CUDAGuard guard(hidden.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(hidden.device().index()).stream();
   p.hidden = reinterpret_cast<const S*>(hidden.const_data_ptr());
@@ -434,24 +454,24 @@ void probe_impl(const at::Tensor& hidden, const std::optional<at::Tensor>& posit
     p.positions = pos.const_data_ptr<int64_t>();
   }
   p.weight = reinterpret_cast<const SW*>(weight.const_data_ptr());
-  p.w_stride = weight.stride(0);
+  p.weight_row_stride = weight.stride(0);
   if (bias.has_value()) {
     p.bias = reinterpret_cast<const SW*>(bias->const_data_ptr());
-    p.b_stride = bias->stride(0);
+    p.bias_stride = bias->stride(0);
   }
   if (norm_weight.has_value()) {
     p.norm_weight = reinterpret_cast<const S*>(norm_weight->const_data_ptr());
-    p.nw_stride = norm_weight->stride(0);
+    p.norm_weight_stride = norm_weight->stride(0);
   }
   p.out = out.mutable_data_ptr<float>();
-  p.sB = hidden.stride(0);
-  p.sT = hidden.stride(1);
-  p.out_s0 = out.stride(0);
-  p.out_s1 = out.stride(1);
-  p.norm_eps = static_cast<float>(norm_eps);
+  p.batch_stride = hidden.stride(0);
+  p.seq_stride = hidden.stride(1);
+  p.out_row_stride = out.stride(0);
+  p.out_col_stride = out.stride(1);
+  p.norm_eps = norm_eps;
   p.weight_offset = static_cast<float>(weight_offset);
   p.sigmoid = sigmoid;
-  const int64_t blocks = std::min<int64_t>(p.B, kMaxGrid);
+  const int64_t blocks = std::min<int64_t>(p.batch, kMaxBlocks);
   probe_kernel<D, DW><<<static_cast<unsigned>(blocks), kProbeThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -463,10 +483,10 @@ void probe_cuda(const at::Tensor& hidden, const std::optional<at::Tensor>& posit
   constexpr const char* op = "sasa::_compiled_probe";
   check_probe_args(op, hidden, positions, weight, bias, norm_weight, out, norm_eps);
   check_cuda(op, hidden);
-  const bool w32 = weight.scalar_type() == at::kFloat;
+  const bool weight_f32 = weight.scalar_type() == at::kFloat;
   dispatch_dtype(hidden.scalar_type(), op, [&](auto tag) {
-    using D = decltype(tag);
-    if (w32) {
+    using D = conv_t<decltype(tag)::value>;
+    if (weight_f32) {
       probe_impl<D, F32>(hidden, positions, weight, bias, norm_weight, out, norm_eps, weight_offset,
                          sigmoid);
     } else {

@@ -33,6 +33,8 @@ import sasa_kernels as sk
 
 from . import _compat as compat
 from ._capture import GuardPart, NormalPass
+from .distributed._placement import real_device
+from .distributed._tp import is_dtensor
 
 
 class SwappedKV:
@@ -65,7 +67,8 @@ class SwappedKV:
 
     def _swap(self, full: Tensor, new: Tensor) -> Tensor:
         # full [B, H, T, D], new [B, H, 1, D].
-        index = self.last_pos.view(-1, 1, 1, 1).expand(full.shape[0], full.shape[1], 1, full.shape[3])
+        # (With a device_map the block's keys live on its own device, not the inputs'.)
+        index = self.last_pos.to(full.device).view(-1, 1, 1, 1).expand(full.shape[0], full.shape[1], 1, full.shape[3])
         self._saved.append((full, index, full.gather(2, index)))
         full.scatter_(2, index, new.to(full.dtype))
         return full
@@ -82,7 +85,7 @@ def gather_seq(x: Tensor, pos: Tensor, seq_dim: int, batch_dim: Optional[int] = 
     x = x.expand(*shape)
     index_shape = [1] * x.dim()
     index_shape[batch_dim] = pos.shape[0]
-    index = pos.view(index_shape)
+    index = pos.to(x.device).view(index_shape)  # x may sit on another device (device_map)
     expand_shape = list(x.shape)
     expand_shape[seq_dim] = 1
     return x.gather(seq_dim, index.expand(*expand_shape))
@@ -185,6 +188,9 @@ def can_fuse_rmsnorm(norm: Any, family_llama_numerics: bool, dtype: torch.dtype,
     weight = getattr(norm, "weight", None)
     if not isinstance(norm, nn.Module) or not isinstance(weight, Tensor) or weight.shape != (hidden,):
         return False
+    # The kernels take plain tensors with values: not an offloaded (meta) or tensor-parallel weight.
+    if real_device(weight) is None or is_dtensor(weight):
+        return False
     if getattr(norm, "bias", None) is not None or compat.rmsnorm_eps(norm) is None:
         return False
     if "RMSNorm" not in type(norm).__name__:
@@ -232,6 +238,11 @@ class AugmentedPass:
             self._slot = None
 
     def _project(self, hs: Tensor, hf: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        # With a device_map, blocks s, f and s+1 may sit on different devices: project where block
+        # s+1's weights are (else where H_s is); the block's own hook moves its input there anyway.
+        target = real_device(getattr(self._slot.norm, "weight", None)) if self._slot is not None else None
+        target = target if target is not None else hs.device
+        hs, hf = hs.to(target), hf.to(target)
         if self._slot is not None and can_fuse_rmsnorm(self._slot.norm, self.llama_norm_numerics, hs.dtype, hs.shape[-1]):
             norm = self._slot.norm
             return sk.project_rmsnorm(

@@ -19,6 +19,9 @@ What differs, and how it is handled here:
 - How ``generate`` resolves its settings (``generation_config=`` merged with the model's own and the
   keyword arguments): :func:`effective_generation_config` re-does it with public
   ``GenerationConfig`` methods only (``update`` grew ``defaults_only`` after 5.17).
+- Loading with the model's tensor-parallel plan: ``distributed_config=DistributedConfig(tp_plan="auto")``
+  (5.17 and later; the bare ``tp_plan="auto"`` argument is deprecated there), else ``tp_plan="auto"``
+  (:func:`tensor_parallel_kwargs`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "is_cache",
     "output_cache",
     "rmsnorm_eps",
+    "tensor_parallel_kwargs",
     "text_config",
 ]
 
@@ -185,3 +189,12 @@ def effective_generation_config(model: nn.Module, kwargs: dict[str, Any]) -> Gen
 def generation_mode(config: GenerationConfig, assistant_model: Any = None) -> str:
     """The decoding strategy name ``generate`` picks: ``"greedy_search"``, ``"sample"``, ``"beam_search"``..."""
     return str(getattr(config.get_generation_mode(assistant_model), "value", config.get_generation_mode(assistant_model)))
+
+
+def tensor_parallel_kwargs() -> dict[str, Any]:
+    """``from_pretrained`` arguments that shard the model with its own plan over the torchrun processes."""
+    try:
+        from transformers.distributed import DistributedConfig
+    except ImportError:
+        return {"tp_plan": "auto"}
+    return {"distributed_config": DistributedConfig(tp_plan="auto")}

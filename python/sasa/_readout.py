@@ -19,6 +19,8 @@ import sasa_kernels as sk
 from . import _compat as compat
 from ._augment import can_fuse_rmsnorm
 from ._probe_tensors import ProbeTensors, fold_into_hidden
+from .distributed._placement import real_device, weights_on_device
+from .distributed._tp import reading_sharded_weights, replicated
 from .families import Family
 
 
@@ -35,7 +37,7 @@ class Readout:
         self.folded = (
             probe is not None and feature == "logits" and isinstance(self.head, nn.Linear) and self.softcap is None
         )
-        self._probe = fold_into_hidden(probe, self.head) if self.folded else probe
+        self._probe = _fold(probe, self.head) if self.folded else probe
         self._on_device: dict[torch.device, ProbeTensors] = {}
 
     @property
@@ -49,8 +51,11 @@ class Readout:
 
     def scores(self, h: Tensor) -> Tensor:
         """Probe probabilities, float32 ``[B, C]``, from the pre-norm state ``h`` ``[B, d]``."""
-        probe = self._probe_on(h.device)
         hidden_space = self.feature == "hidden" or self.folded
+        norm_device = real_device(getattr(self.norm, "weight", None))
+        if norm_device is not None and norm_device != h.device:
+            h = h.to(norm_device)  # device_map: the final norm may sit on another device than the last block
+        probe = self._probe_on(h.device)
         if hidden_space and can_fuse_rmsnorm(self.norm, self.family.llama_norm_numerics, h.dtype, h.shape[-1]):
             # Final norm, matmul, bias and sigmoid in one launch.
             return sk.probe(
@@ -59,6 +64,7 @@ class Readout:
             )
         z = self.norm(h)
         rows = z if hidden_space else self._logits(z)
+        probe = self._probe_on(rows.device)  # an offloaded norm or head computes where its hook says
         return sk.probe(rows.contiguous(), probe.weight, probe.bias)
 
     def _logits(self, z: Tensor) -> Tensor:
@@ -79,3 +85,14 @@ class Readout:
         if device not in self._on_device:
             self._on_device[device] = probe.to(device)
         return self._on_device[device]
+
+
+def _fold(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
+    """:func:`fold_into_hidden` for a head anywhere: offloaded (its weights are brought in for the
+    product) or sharded over the vocabulary by tensor parallelism (the ``[C, d]`` product is
+    completed with one all-reduce, here, once; see :mod:`sasa.distributed._tp`)."""
+    with weights_on_device(head), reading_sharded_weights():
+        device = real_device(head.weight)
+        folded = fold_into_hidden(probe.to(device) if device is not None else probe, head)
+    weight, bias = replicated(folded.weight), replicated(folded.bias)
+    return ProbeTensors(weight.contiguous(), bias.contiguous(), folded.threshold, folded.categories)

@@ -20,6 +20,8 @@ from ._fingerprint import check_fingerprint
 from ._probe_tensors import ProbeTensors, probe_tensors
 from ._prompt_format import PromptFormat
 from .config import SASAConfig
+from .distributed._placement import input_device
+from .distributed._tp import check_replicated_residual, reading_sharded_weights
 from .families import Family, family_of
 
 #: The config fields a probe's features depend on: applying a probe under other values scores noise.
@@ -40,13 +42,15 @@ def resolve(
 ) -> Resolved:
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
-    if isinstance(probe, (str, os.PathLike)):
-        from .probe import SASAProbe
+    # The fingerprint samples weights, which tensor parallelism shards (DTensors).
+    with reading_sharded_weights():
+        if isinstance(probe, (str, os.PathLike)):
+            from .probe import SASAProbe
 
-        # A directory written by SASAProbe.save: loading checks it was fitted for this model.
-        probe = SASAProbe.load(probe, model=model)
-    elif getattr(probe, "fingerprint", None) is not None:
-        check_fingerprint(probe.fingerprint, model)
+            # A directory written by SASAProbe.save: loading checks it was fitted for this model.
+            probe = SASAProbe.load(probe, model=model)
+        elif getattr(probe, "fingerprint", None) is not None:
+            check_fingerprint(probe.fingerprint, model)
     config = _choose_config(config, probe, allow_config_override)
     family = family_of(getattr(model.config, "model_type", None))
     decoder = compat.find_decoder(model)
@@ -62,6 +66,7 @@ def resolve(
                 f"{name}: {value} is out of range for this model, which has {num_layers} decoder blocks "
                 f"(0-based indices 0..{num_layers - 1})"
             )
+    check_replicated_residual(decoder, config.safety_layer)
     if config.scope == "last" and compat.attn_implementation(model) not in ("eager", "sdpa"):
         raise ValueError(
             f"config.scope: 'last' supports the eager and sdpa attention implementations, this model uses "
@@ -129,7 +134,6 @@ def hidden_size(decoder: nn.Module) -> int:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    """Where a guard call's inputs go: the device of the input embeddings (with a device_map they
+    may be elsewhere than the first parameters, or offloaded: see :mod:`sasa.distributed._placement`)."""
+    return input_device(model)

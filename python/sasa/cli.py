@@ -62,17 +62,22 @@ def check_model_dir(directory: str) -> Path:
 
 
 def load_model(directory: str, device: str, dtype: str) -> tuple[Any, Any]:
-    """``(model, processor)`` from a ``save_pretrained`` directory, by its config's architecture."""
+    """``(model, processor)`` from a ``save_pretrained`` directory, by its config's architecture.
+
+    Placed as the command's flags say (:func:`sasa.distributed.current_placement`): on ``device``;
+    tensor parallel over the torchrun processes (``--tp``, or torchrun with several processes); or
+    with ``--device-map``."""
     import torch
     import transformers as tf
 
     from .auto import is_vision_language, load_processor
+    from .distributed import load_pretrained
 
     path = check_model_dir(directory)
     device = check_device(device)
     vision = is_vision_language(path)
     auto = tf.AutoModelForImageTextToText if vision else tf.AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+    model = load_pretrained(path, auto, dtype=getattr(torch, dtype), device=device)
     return model, load_processor(path, vision)
 
 
@@ -90,6 +95,15 @@ def check_device(name: str) -> str:
         raise CLIError(f"--device: {name} requested but no CUDA device is available")
     if device.type not in ("cpu", "cuda"):
         raise CLIError(f"--device: {name!r}: sasa runs on cpu and cuda")
+    from .distributed import current_placement
+
+    if current_placement().tensor_parallel:
+        # transformers puts each rank's shard on that rank's accelerator (cuda:LOCAL_RANK) when
+        # there is one, else on the CPU: the flag can only agree with that.
+        expected = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.index is not None or device.type != expected:
+            raise CLIError(f"--device: {name!r} with tensor parallelism: each rank uses its own "
+                           f"{'cuda:LOCAL_RANK' if expected == 'cuda' else 'CPU'}; pass --device {expected}")
     return name
 
 
@@ -243,6 +257,16 @@ def add_common_flags(
         p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained directory (model and tokenizer/processor)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype the model is loaded in")
+    if model:  # placement (sasa.distributed; its names are kept in step with it here, for a fast --help)
+        p.add_argument("--tp", action="store_true",
+                       help="tensor parallel over the torchrun processes (tp_plan='auto'; on by itself under "
+                            "torchrun with several processes): torchrun --nproc-per-node N -m sasa.cli COMMAND ...")
+        p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
+                       help="under torchrun: how long a rank waits for the others before the run fails")
+        p.add_argument("--device-map", choices=("auto", "balanced", "balanced_low_0", "sequential"),
+                       help="spread the decoder blocks over the GPUs, the CPU and disk (accelerate); replaces --device")
+        p.add_argument("--max-memory", metavar="DEV=SIZE,...", help="with --device-map: limits, e.g. 0=20GiB,cpu=64GiB")
+        p.add_argument("--offload-folder", metavar="DIR", help="with --device-map: where offloaded weights are written")
     if batching:
         p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
     if raw_prompt:
@@ -309,20 +333,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size: expected >= 1")
+    from .distributed._session import CommandSession
+
+    # Under torchrun: the process group, rank-0-only output, and one message for a failure on any
+    # rank (sasa.distributed._session). Otherwise it changes nothing.
+    session = CommandSession(args)
     try:
-        return args.func(args)
+        with session:
+            return args.func(args)
     except ModuleNotFoundError as err:
-        if args.debug or err.name is None or err.name.split(".")[0] not in _HF_MODULES:
+        top = err.name.split(".")[0] if err.name else None
+        if args.debug or top not in _HF_MODULES + ("accelerate",):
             raise
-        print(f"sasa {args.command}: error: {err.name} is not installed; the sasa command line needs the 'hf' extra: "
-              "pip install 'sasa-kernels[hf]'", file=sys.stderr)
+        extra = "dist" if top == "accelerate" else "hf"
+        needs = "--device-map needs" if extra == "dist" else "the sasa command line needs"
+        session.report(f"sasa {args.command}: error: {err.name} is not installed; {needs} the '{extra}' extra: "
+                       f"pip install 'sasa-kernels[{extra}]'")
         return EXIT_USAGE
     except (CLIError, FileNotFoundError, ValueError, TypeError, OSError) as err:
         if args.debug:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"sasa {args.command}: error: {message}", file=sys.stderr)
+        session.report(f"sasa {args.command}: error{session.rank_suffix()}: {message}")
         return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - under torchrun: one line for all ranks, not a traceback each
+        if args.debug or not session.distributed:
+            raise
+        session.report(session.describe_failure(err))
+        return 1
+    finally:
+        session.finish()
 
 
 if __name__ == "__main__":

@@ -9,15 +9,12 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from sasa_kernels._validation import FP32_TINY as EPS_MIN
+from sasa_kernels._validation import check_epsilon, check_fp32_finite
 from sasa_kernels.reference import MODES
 
 SCOPES = ("last", "all")
 FEATURES = ("logits", "hidden")
-#: The projection accumulates in float32: an ``eps`` below float32's smallest normal number is zero
-#: there (a zero ``H_f`` row would then give 0/0 = NaN instead of ``alpha = 0``), and a ``coef``
-#: beyond float32's range overflows.
-EPS_MIN = 1.1754943508222875e-38
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -71,15 +68,12 @@ class SASAConfig:
         _check_choice("mode", self.mode, MODES)
         _check_choice("scope", self.scope, SCOPES)
         _check_choice("feature", self.feature, FEATURES)
+        # The kernels' own bounds (the projection accumulates from float32 values): an eps that is
+        # zero in float32 would make a zero H_f row 0/0 = NaN, a coef beyond float32 overflows.
         _check_real("coef", self.coef)
-        if abs(self.coef) > FLOAT32_MAX:
-            raise ValueError(f"coef: expected a value within float32's range (|coef| <= {FLOAT32_MAX:.4g}), got {self.coef}")
+        check_fp32_finite("coef", self.coef)
         _check_real("eps", self.eps)
-        if not EPS_MIN <= self.eps <= FLOAT32_MAX:
-            raise ValueError(
-                f"eps: expected a number in [{EPS_MIN:.4g}, {FLOAT32_MAX:.4g}] (positive and representable in "
-                f"float32, where the projection accumulates), got {self.eps}"
-            )
+        check_epsilon("eps", self.eps)
         _check_real("threshold", self.threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold: expected a probability in [0, 1], got {self.threshold}")

@@ -34,6 +34,7 @@ from ._refusal import tokenize_refusal
 from ._resolve import Resolved, feature_size, model_device, resolve
 from ._ride import Ride
 from .config import SASAConfig
+from .distributed._tp import ScoreAgreement
 from .metrics import flag_rows
 
 logger = logging.getLogger("sasa")
@@ -99,6 +100,9 @@ class SASAGuard:
         self._prefill = PrefillHook(model)
         self._augment.install()
         self._generate_patch = GeneratePatch(model, lambda kwargs: guarded_generate(self, kwargs))
+        # Tensor parallel: one all-reduce per scored batch, so every rank decides on the same scores
+        # (a no-op otherwise; see sasa.distributed._tp).
+        self._agree = ScoreAgreement.for_model(model)
         self._active = True
 
     # ------------------------------------------------------------------ public API
@@ -129,7 +133,7 @@ class SASAGuard:
         self._require_probe()
         last_pos, normal, _, ride = self._normal_pass(inputs)
         with torch.no_grad():
-            return self._score_from(normal, last_pos, ride)
+            return self._agree(self._score_from(normal, last_pos, ride))
 
     def generate(self, **kwargs: Any) -> SASAGenerateOutput:
         """Guarded generation, with the guard's outputs: see :class:`SASAGenerateOutput`.

@@ -1,6 +1,6 @@
 """The compiled backends: ``cpp`` (C++ CPU kernels) and ``cuda`` (CUDA kernels).
 
-Both call the out-variant ops that the extension ``sasa_kernels._C`` registers (``csrc/ops.cpp``)::
+Both run the out-variant ops that the extension ``sasa_kernels._C`` registers (``csrc/ops.cpp``)::
 
     torch.ops.sasa._compiled_project(hs, hf, out, a, b, eps)
     torch.ops.sasa._compiled_project_rmsnorm(hs, hf, norm_weight, out, out_normed, a, b, eps,
@@ -8,8 +8,10 @@ Both call the out-variant ops that the extension ``sasa_kernels._C`` registers (
     torch.ops.sasa._compiled_probe(hidden, positions, weight, bias, norm_weight, out, norm_eps,
                                    weight_offset, sigmoid)
 
-The dispatcher sends each to the CPU or the CUDA kernel by the tensors' device. They are distinct
-from the public ``torch.ops.sasa.project`` etc., which choose a backend at call time.
+through the extension's direct entry points ``_C.project`` / ``_C.project_rmsnorm`` / ``_C.probe``
+(``csrc/entry.h``: they make the ``[N, d]`` views in C++ and call the same ops through the C++
+dispatcher, which sends each to the CPU or the CUDA kernel by the tensors' device). They are
+distinct from the public ``torch.ops.sasa.project`` etc., which choose a backend at call time.
 
 :func:`register` (called by :func:`sasa_kernels.backends.register_builtin_backends`) registers
 whichever backends the extension was built with. It registers nothing when:
@@ -47,7 +49,9 @@ def build_info() -> Optional[dict]:
     """What the loaded extension was built with (``None`` when it is not loaded).
 
     Keys: ``backends`` (list of names), ``compiler``, ``cuda_version``, ``cuda_archs``,
-    ``torch_version`` (the torch it was compiled against), ``build_system``.
+    ``torch_version`` (the torch it was compiled against), ``build_system``, ``cpu_capability``
+    (the instruction set the CPU kernels run with: ``avx512``, ``avx2`` or ``portable``; set a
+    lower one with ``SASA_CPU_CAPABILITY`` before the extension loads).
     """
     return None if _build_info is None else dict(_build_info)
 
@@ -77,36 +81,28 @@ class _CompiledBackend(Backend):
     dtypes = frozenset({torch.float16, torch.bfloat16, torch.float32})
     device_type = ""
 
-    def __init__(self) -> None:
-        ops = torch.ops.sasa
-        self._project = ops._compiled_project.default
-        self._project_rmsnorm = ops._compiled_project_rmsnorm.default
-        self._probe = ops._compiled_probe.default
+    def __init__(self, extension) -> None:
+        # The extension's entry points implement the backend contract themselves (csrc/entry.h):
+        # binding them as the methods saves a Python call per op.
+        self.project = extension.project
+        self.project_rmsnorm = extension.project_rmsnorm
+        self.probe = extension.probe
 
     def unavailable_reason(self, device_type: str) -> Optional[str]:
         if device_type != self.device_type:
             return f"the {self.name} backend runs on {self.device_type} only"
         return None
 
-    def project(self, hs, hf, out, a, b, eps):
-        self._project(hs, hf, out, a, b, eps)
-
-    def project_rmsnorm(self, hs, hf, norm_weight, out, out_normed, a, b, eps, norm_eps, weight_offset):
-        self._project_rmsnorm(hs, hf, norm_weight, out, out_normed, a, b, eps, norm_eps, weight_offset)
-
-    def probe(self, hidden, positions, weight, bias, norm_weight, out, norm_eps, weight_offset, sigmoid):
-        self._probe(hidden, positions, weight, bias, norm_weight, out, norm_eps, weight_offset, sigmoid)
-
 
 class CppBackend(_CompiledBackend):
-    """C++ CPU kernels (``csrc/cpu``): vectorized, parallel over rows, fp32 accumulation."""
+    """C++ CPU kernels (``csrc/cpu``): AVX-512 / AVX2 / portable, parallel over rows."""
 
     name = "cpp"
     device_type = "cpu"
 
 
 class CudaBackend(_CompiledBackend):
-    """CUDA kernels (``csrc/cuda``): 16-byte loads, a warp or a block per row, fp32 accumulation."""
+    """CUDA kernels (``csrc/cuda``): 16-byte loads, a warp or a block per row."""
 
     name = "cuda"
     device_type = "cuda"
@@ -118,8 +114,8 @@ class CudaBackend(_CompiledBackend):
         return reason
 
 
-def _load() -> Optional[dict]:
-    """Import the extension if it is present and matches the running torch; its build info."""
+def _load() -> Optional[tuple[object, dict]]:
+    """Import the extension if it is present and matches the running torch: (module, build info)."""
     path = extension_path()
     if path is None:
         logger.debug("sasa_kernels: compiled backends not available: %s is not built", _EXTENSION)
@@ -156,7 +152,7 @@ def _load() -> Optional[dict]:
             stacklevel=2,
         )
         return None
-    return info
+    return module, info
 
 
 def register() -> None:
@@ -165,16 +161,17 @@ def register() -> None:
     from .._dispatch import register_backend
 
     try:
-        info = _load()
+        loaded = _load()
     except Exception as exc:  # noqa: BLE001 - importing sasa_kernels must never fail here
         warnings.warn(f"sasa_kernels: the compiled backends are off: {type(exc).__name__}: {exc}", RuntimeWarning)
         return
-    if info is None:
+    if loaded is None:
         return
+    module, info = loaded
     _build_info = info
     built = set(info.get("backends", ()))
     if "cpp" in built:
-        register_backend(CppBackend())
+        register_backend(CppBackend(module))
     if "cuda" in built:
-        register_backend(CudaBackend())
+        register_backend(CudaBackend(module))
     logger.debug("sasa_kernels: compiled backends registered: %s (%s)", sorted(built), info)

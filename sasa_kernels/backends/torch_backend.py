@@ -11,6 +11,12 @@ from .. import reference
 from .base import Backend
 
 
+def _into(result: Tensor, out: Optional[Tensor]) -> Tensor:
+    if out is None:
+        return result.contiguous()
+    return out.copy_(result)
+
+
 class TorchBackend(Backend):
     name = "torch"
     dtypes = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
@@ -20,19 +26,16 @@ class TorchBackend(Backend):
             return "no CUDA device is available"
         return None
 
-    def project(self, hs, hf, out, a, b, eps):
-        out.copy_(reference.project_ab(hs, hf, a, b, eps))
+    def project(self, hs, hf, a, b, eps, out=None):
+        return _into(reference.project_weighted(hs, hf, a, b, eps), out)
 
-    def project_rmsnorm(self, hs, hf, norm_weight, out, out_normed, a, b, eps, norm_eps, weight_offset):
-        self.project(hs, hf, out, a, b, eps)
-        out_normed.copy_(reference.rmsnorm(out, norm_weight, eps=norm_eps, weight_offset=weight_offset))
+    def project_rmsnorm(self, hs, hf, norm_weight, a, b, eps, norm_eps, weight_offset, out=None, out_normed=None):
+        h = self.project(hs, hf, a, b, eps, out=out)
+        return h, _into(reference.rmsnorm(h, norm_weight, eps=norm_eps, weight_offset=weight_offset), out_normed)
 
-    def probe(self, hidden, positions, weight, bias, norm_weight, out, norm_eps, weight_offset, sigmoid):
-        if positions is None:
-            hidden, positions = hidden[:, 0], None
-        out.copy_(
-            reference.probe(
-                hidden, weight, bias, positions=positions, norm_weight=norm_weight, norm_eps=norm_eps,
-                weight_offset=weight_offset, activation="sigmoid" if sigmoid else "none",
-            )
+    def probe(self, hidden, positions, weight, bias, norm_weight, norm_eps, weight_offset, sigmoid, out=None):
+        scores = reference.probe(
+            hidden, weight, bias, positions=positions, norm_weight=norm_weight, norm_eps=norm_eps,
+            weight_offset=weight_offset, activation="sigmoid" if sigmoid else "none",
         )
+        return _into(scores, out)

@@ -1,10 +1,11 @@
-"""Triton kernel for ``probe`` (SASA.md §5, §7): gather, optional RMSNorm, ``[B, d] x [d, C]``.
+"""Triton kernel for ``probe`` (docs/method.md sections 5 and 7): gather, optional RMSNorm, ``[B, d] x [d, C]``.
 
 One launch per call on a ``(cdiv(B, BLOCK_B), cdiv(C, BLOCK_C))`` grid. Each program gathers
 ``BLOCK_B`` rows (``hidden[b, positions[b]]``) and walks ``d`` in chunks:
 
 - with a norm, pass 1 reduces each row's sum of squares (``BLOCK_N`` chunks); pass 2 reloads the
-  row (an L2 hit) in ``BLOCK_K`` chunks and normalizes it with Llama numerics;
+  row (an L2 hit) in ``BLOCK_K`` chunks and normalizes it: with Llama numerics (roundings to the
+  dtype) for fp16/bf16 rows, in fp64 without intermediate roundings for fp32 rows (see below);
 - without a norm there is only pass 2;
 - pass 2 multiplies each chunk with the weight as a ``[BLOCK_B, BLOCK_C, BLOCK_K]`` fp64 product
   tile reduced over ``k``; bias and sigmoid stay in fp64 and the score is rounded to fp32 once.
@@ -15,7 +16,11 @@ worse) accumulates sequentially, which is no more accurate than PyTorch's blocke
 two errors are of the same size and the rule failed on about 1 in 10 random small inputs (B=3,
 d=131, C=4, fp32, norm and sigmoid). With exact products and an fp64 sum it failed on none of 100.
 The cost is ``B * C * d`` fp64 FMAs: small for a probe (C is a handful of probes), and the op is
-launch-latency bound anyway.
+launch-latency bound anyway. The same holds for the normalized row: on fp32 rows the two fp32
+roundings of Llama's RMSNorm (``x * r``, then ``* w``) are errors of the size of the fp32 sum's,
+and with a weight nearly orthogonal to the row (a cancelling dot product) they broke the rule on
+about 2% of random inputs; normalized in fp64 they never did (0 of 4000). On fp16/bf16 rows the
+roundings to the dtype are the model's own numerics (eager has them too) and stay.
 
 A position outside ``[0, T)`` is never dereferenced: its row is read as zeros and its scores are
 written as NaN, which a guard treats as flagged (fail closed).
@@ -30,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .project import INTERPRETED, effective_norm_weight, inv_rms_of, normalize
+from .project import INTERPRETED, effective_norm_weight, inv_rms64, inv_rms_of, normalize
 
 __all__ = ["ProbeConfig", "probe_config", "launch_probe"]
 
@@ -109,8 +114,14 @@ def probe_kernel(
         row_offsets = rows * stride_hb
     load_mask = row_mask & valid
 
+    # fp32 rows are normalized in fp64, fp16/bf16 rows with Llama's roundings (dtype is a
+    # compile-time value, so each specialization keeps one branch).
     if HAS_NORM:
-        inv_rms = inv_rms_of(_row_sum_sq(hidden_ptr, row_offsets, load_mask, d, BLOCK_B, BLOCK_N), d_float, norm_eps)
+        sum_sq = _row_sum_sq(hidden_ptr, row_offsets, load_mask, d, BLOCK_B, BLOCK_N)
+        if dtype == tl.float32:
+            inv_rms = inv_rms64(sum_sq, d_float, norm_eps)
+        else:
+            inv_rms = inv_rms_of(sum_sq, d_float, norm_eps)
 
     probes = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     probe_mask = probes < num_probes
@@ -121,15 +132,20 @@ def probe_kernel(
         x = tl.load(
             hidden_ptr + row_offsets[:, None] + ks[None, :], mask=load_mask[:, None] & k_mask[None, :], other=0.0,
         ).to(tl.float32)
+        x64 = x.to(tl.float64)
         if HAS_NORM:
-            w = effective_norm_weight(norm_weight_ptr, ks, k_mask, weight_offset, dtype, SOFT_RTNE)
-            x = normalize(x, inv_rms, w, dtype, SOFT_RTNE).to(tl.float32)
+            if dtype == tl.float32:
+                w64 = tl.load(norm_weight_ptr + ks, mask=k_mask, other=0.0).to(tl.float64) + weight_offset
+                x64 = x64 * inv_rms[:, None] * w64[None, :]
+            else:
+                w = effective_norm_weight(norm_weight_ptr, ks, k_mask, weight_offset, dtype, SOFT_RTNE)
+                x64 = normalize(x, inv_rms, w, dtype, SOFT_RTNE).to(tl.float32).to(tl.float64)
         wc = tl.load(
             weight_ptr + probes[:, None].to(tl.int64) * stride_wc + ks[None, :],
             mask=probe_mask[:, None] & k_mask[None, :], other=0.0,
         ).to(tl.float32)
         # Products of two fp32 values are exact in fp64, and the fp64 sum is all but exact.
-        scores += tl.sum(x.to(tl.float64)[:, None, :] * wc.to(tl.float64)[None, :, :], axis=2)
+        scores += tl.sum(x64[:, None, :] * wc.to(tl.float64)[None, :, :], axis=2)
 
     # Bias and sigmoid in fp64 too, then one rounding: the GPU's fast fp32 exp and division would
     # otherwise add a few ulps that the fp32 reference does not have.
@@ -137,7 +153,9 @@ def probe_kernel(
         bias = tl.load(bias_ptr + probes, mask=probe_mask, other=0.0).to(tl.float32)
         scores += bias.to(tl.float64)[None, :]
     if SIGMOID:
-        scores = 1.0 / (1.0 + tl.exp(-scores))
+        # exp of -|s| only (never overflows): sigmoid(s) = 1 / (1 + e) for s >= 0, e / (1 + e) below.
+        e = tl.exp(-tl.abs(scores))
+        scores = tl.where(scores >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     result = tl.where(valid[:, None], scores.to(tl.float32), float("nan"))
     out_offsets = rows[:, None] * stride_ob + probes[None, :] * stride_oc
     tl.store(out_ptr + out_offsets, result, mask=row_mask[:, None] & probe_mask[None, :])

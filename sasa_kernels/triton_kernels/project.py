@@ -1,4 +1,4 @@
-"""Triton kernels for ``project`` and ``project_rmsnorm`` (SASA.md §3, §7).
+"""Triton kernels for ``project`` and ``project_rmsnorm`` (docs/method.md sections 3 and 7).
 
 One launch per call. Each program owns ``BLOCK_M`` rows:
 
@@ -9,10 +9,13 @@ One launch per call. Each program owns ``BLOCK_M`` rows:
   writes ``h`` (and reduces ``sum(h^2)`` for the norm), pass 3 (norm only) re-reads ``h`` from
   ``out`` and writes the normalized row.
 
-``<hs, hf>`` and ``||hf||^2`` accumulate in fp32, and ``alpha`` uses the correctly rounded
-``div_rn`` (Triton's ``/`` may be a 2-ulp approximation on GPUs). The norm's sum of squares
-accumulates in fp64 (exact squares, one fp64 FMA per element: free in a memory-bound kernel) so
-``1/rms`` is correctly rounded; see :func:`inv_rms_of`.
+Numerics (shared by every fused backend; :mod:`sasa_kernels.backends.base` states them): the
+fp32 values are widened to fp64, where their products are exact, and ``<hs, hf>``, ``||hf||^2``
+and the norm's sum of squares accumulate in fp64 (one fp64 FMA per element: free in a memory-bound
+kernel). ``b * alpha`` is formed in fp64 (IEEE division) and rounded to fp32 once, so a cancelling dot product (``hs`` nearly orthogonal to ``hf``) is not carried into
+``alpha`` as fp32 summation error: with fp32 sums this kernel broke the 2x-eager tolerance rule on
+about 4% of random fp32 inputs with uncorrelated rows. ``1/rms`` is correctly rounded too; see
+:func:`inv_rms_of`.
 """
 
 from __future__ import annotations
@@ -94,6 +97,14 @@ def effective_norm_weight(weight_ptr, cols, col_mask, weight_offset, DTYPE: tl.c
 
 
 @triton.jit
+def inv_rms64(sum_sq, d_float, norm_eps):
+    """fp64 ``1 / sqrt(mean + norm_eps)`` from an fp64 ``sum_sq``."""
+    # The fp32 scalars promote to fp64 against the fp64 sum.
+    variance = sum_sq / d_float
+    return 1.0 / tl.sqrt(variance + norm_eps)
+
+
+@triton.jit
 def inv_rms_of(sum_sq, d_float, norm_eps):
     """fp32 ``1 / sqrt(mean + norm_eps)`` from an fp64 ``sum_sq``, rounded once.
 
@@ -102,9 +113,15 @@ def inv_rms_of(sum_sq, d_float, norm_eps):
     summation order a kernel cannot reproduce anyway. Any error here scales a whole row, so it is
     worth the few fp64 operations per row.
     """
-    # The fp32 scalars promote to fp64 against the fp64 sum.
-    variance = sum_sq / d_float
-    return (1.0 / tl.sqrt(variance + norm_eps)).to(tl.float32)
+    return inv_rms64(sum_sq, d_float, norm_eps).to(tl.float32)
+
+
+@triton.jit
+def projection_coefficient(dot, norm_sq, b, eps):
+    """fp32 ``b * dot / (norm_sq + eps)`` from fp64 sums, formed in fp64 and rounded once."""
+    # The fp32 scalars promote to fp64 against the fp64 sums. fp64 division is IEEE (correctly
+    # rounded) in Triton; tl.div_rn exists for fp32 only.
+    return (b * (dot / (norm_sq + eps))).to(tl.float32)
 
 
 @triton.jit
@@ -128,9 +145,8 @@ def _project_single_block(
     mask = row_mask[:, None] & col_mask[None, :]
     s = tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     f = tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    dot = tl.sum(s * f, axis=1)
-    norm_sq = tl.sum(f * f, axis=1)
-    coef_f = b * tl.div_rn(dot, norm_sq + eps)
+    s64, f64 = s.to(tl.float64), f.to(tl.float64)
+    coef_f = projection_coefficient(tl.sum(s64 * f64, axis=1), tl.sum(f64 * f64, axis=1), b, eps)
     h = round_to(a * s + coef_f[:, None] * f, dtype, SOFT_RTNE)
     tl.store(out_ptr + rows[:, None] * stride_out + cols[None, :], h, mask=mask)
     if RMSNORM:
@@ -150,18 +166,18 @@ def _project_looped(
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, RMSNORM: tl.constexpr, SOFT_RTNE: tl.constexpr,
 ):
     dtype = out_ptr.dtype.element_ty
-    # Element-wise accumulators, reduced once at the end: fewer cross-thread reductions, and the
-    # summation order is a pairwise-like tree rather than one long running sum.
-    dot_acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    norm_acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    # Element-wise fp64 accumulators (exact products), reduced once at the end.
+    dot_acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float64)
+    norm_acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float64)
     for start in range(0, d, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)
         mask = row_mask[:, None] & (cols < d)[None, :]
         s = tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         f = tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dot_acc += s * f
-        norm_acc += f * f
-    coef_f = b * tl.div_rn(tl.sum(dot_acc, axis=1), tl.sum(norm_acc, axis=1) + eps)
+        s64, f64 = s.to(tl.float64), f.to(tl.float64)
+        dot_acc += s64 * f64
+        norm_acc += f64 * f64
+    coef_f = projection_coefficient(tl.sum(dot_acc, axis=1), tl.sum(norm_acc, axis=1), b, eps)
 
     sq_acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float64)
     for start in range(0, d, BLOCK_D):

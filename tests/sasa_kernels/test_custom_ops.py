@@ -1,9 +1,11 @@
-"""The torch.library contract: opcheck on every backend, torch.compile(fullgraph=True) per op."""
+"""The torch.library contract: opcheck on every backend, torch.compile(fullgraph=True) per op,
+static and dynamic shapes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import sasa_kernels as sk
 from tests.numerics import backend_params
@@ -65,6 +67,78 @@ def test_compile_validates_at_trace_time():
     compiled = torch.compile(lambda a, b: sk.project(a, b), fullgraph=True)
     with pytest.raises(Exception, match="hf: expected the shape of hs"):
         compiled(torch.randn(2, 4), torch.randn(2, 5))
+
+
+def _dynamic_step(hs, hf, w, hidden, pw, pb, positions, coef):
+    # As _guard_step, with the coefficient passed in (a Python float argument of the compiled code).
+    h, normed = sk.project_rmsnorm(hs, hf, w, mode="residual", coef=coef)
+    projected = sk.project(hs, hf, mode="interpolate", coef=coef)
+    scores = sk.probe(hidden, pw, pb, positions=positions, norm_weight=w)
+    return h + projected, normed, scores
+
+
+def _dynamic_inputs(device, rows, seq, batch, d=40):
+    g = torch.Generator().manual_seed(rows * 100 + batch)
+    hs, hf = (torch.randn(2, rows, d, generator=g).to(device) for _ in range(2))
+    w = torch.rand(d, generator=g).to(device)
+    hidden = torch.randn(batch, seq, d, generator=g).to(device)
+    pw, pb = torch.randn(3, d, generator=g).to(device), torch.randn(3, generator=g).to(device)
+    positions = torch.randint(0, seq, (batch,), generator=g).to(device)
+    return hs, hf, w, hidden, pw, pb, positions
+
+
+# (rows, T, B): never 0 or 1 (dynamo specializes those), and in the first shape all sizes distinct
+# (2 leading rows, d = 40, C = 3 probes too), so duck sizing does not tie two of them together.
+SHAPES = ((6, 4, 5), (9, 7, 2), (3, 6, 8))
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_compile_dynamic_true_traces_once_for_every_shape(device, backend):
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(_dynamic_step, fullgraph=True, dynamic=True, backend=counter)
+    compiles = []
+    with sk.use_backend(backend):
+        for rows, seq, batch in SHAPES:
+            inputs = _dynamic_inputs(device, rows, seq, batch)
+            for a, e in zip(compiled(*inputs, 0.5), _dynamic_step(*inputs, 0.5)):
+                torch.testing.assert_close(a, e)
+            compiles.append(counter.frame_count)
+    # Symbolic shapes: nothing is compiled after the first call. (The first call may compile
+    # twice: dynamo restarts its analysis once to specialize the float argument.)
+    assert compiles[0] >= 1 and compiles[1:] == [compiles[0]] * (len(SHAPES) - 1), compiles
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_compile_mark_dynamic(device, backend):
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(_dynamic_step, fullgraph=True, backend=counter)
+    compiles = []
+    with sk.use_backend(backend):
+        for rows, seq, batch in SHAPES:
+            inputs = _dynamic_inputs(device, rows, seq, batch)
+            hs, hf, w, hidden, pw, pb, positions = inputs
+            for t in (hs, hf):
+                torch._dynamo.mark_dynamic(t, 1)
+            torch._dynamo.mark_dynamic(hidden, 0)
+            torch._dynamo.mark_dynamic(hidden, 1)
+            torch._dynamo.mark_dynamic(positions, 0)
+            for a, e in zip(compiled(*inputs, 0.5), _dynamic_step(*inputs, 0.5)):
+                torch.testing.assert_close(a, e)
+            compiles.append(counter.frame_count)
+    assert compiles[0] >= 1 and compiles[1:] == [compiles[0]] * (len(SHAPES) - 1), compiles
+
+
+def test_compile_dynamic_still_validates():
+    torch._dynamo.reset()
+    compiled = torch.compile(_dynamic_step, fullgraph=True, dynamic=True)
+    hs, hf, w, hidden, pw, pb, positions = _dynamic_inputs("cpu", 3, 4, 3)
+    with pytest.raises(Exception, match="hf: expected the shape of hs"):
+        compiled(hs, hf[:, :2], w, hidden, pw, pb, positions, 0.5)
+    # A scalar argument is specialized when traced, so a bad value is refused at trace time too.
+    with pytest.raises(Exception, match="coef: expected a finite value"):
+        compiled(hs, hf, w, hidden, pw, pb, positions, float("nan"))
 
 
 @pytest.mark.cuda

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import sasa_kernels as sk
-from sasa_kernels import _dispatch, _ops
+from sasa_kernels import _ops
+
+FP32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.1754944e-38
+FP32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +42,16 @@ PROJECT_CASES = [
     (dict(eps=0.0), ValueError, "eps"),
     (dict(eps=-1e-6), ValueError, "eps"),
     (dict(eps=float("inf")), ValueError, "eps"),
+    # 0 or subnormal in float32, where the kernels compute: a zero hf row would give 0/0 = NaN
+    (dict(eps=1e-300), ValueError, "eps"),
+    (dict(eps=1e-39), ValueError, "eps"),
+    (dict(eps=1e39), ValueError, "eps"),  # infinite in float32
+    (dict(coef=1e300), ValueError, "coef"),
+    (dict(coef=-1e39), ValueError, "coef"),
+    (dict(coef=True), TypeError, "coef"),
+    (dict(coef=np.bool_(True)), TypeError, "coef"),
+    (dict(coef=torch.tensor(0.5)), TypeError, "coef"),
+    (dict(eps=np.float64(1e-300)), ValueError, "eps"),
 ]
 
 
@@ -55,8 +69,8 @@ def test_project_rejects(override, exc, name):
 def test_project_op_rejects_the_same(override, exc, name):
     # Calling the registered op directly validates too.
     args = dict(hs=x, hf=x, mode="replace", coef=1.0, eps=1e-6) | override
-    if not isinstance(args["coef"], float) or not isinstance(args["mode"], str):
-        pytest.skip("the op schema itself rejects non-float coef / non-str mode")
+    if type(args["coef"]) is not float or type(args["eps"]) is not float or not isinstance(args["mode"], str):
+        pytest.skip("the op schema itself converts or rejects non-float scalars and a non-str mode")
     with pytest.raises((exc, RuntimeError), match=name):
         torch.ops.sasa.project(args["hs"], args["hf"], args["mode"], args["coef"], args["eps"])
 
@@ -68,7 +82,10 @@ RMSNORM_CASES = [
     (dict(norm_weight=torch.ones(D, device="meta")), ValueError, "norm_weight"),
     (dict(norm_weight=None), TypeError, "norm_weight"),
     (dict(norm_eps=0.0), ValueError, "norm_eps"),
+    (dict(norm_eps=1e-300), ValueError, "norm_eps"),
     (dict(weight_offset=float("inf")), ValueError, "weight_offset"),
+    (dict(weight_offset=1e300), ValueError, "weight_offset"),
+    (dict(weight_offset=False), TypeError, "weight_offset"),
     (dict(mode="nope"), ValueError, "mode"),
     (dict(hf=torch.randn(3, D)), ValueError, "hf"),
 ]
@@ -111,6 +128,8 @@ PROBE_CASES = [
     (dict(norm_weight=torch.ones(D - 1)), ValueError, "norm_weight"),
     (dict(norm_weight=torch.ones(D, dtype=torch.bfloat16)), TypeError, "norm_weight"),
     (dict(norm_eps=-1.0), ValueError, "norm_eps"),
+    (dict(norm_eps=1e-45), ValueError, "norm_eps"),
+    (dict(weight_offset=-3.5e38), ValueError, "weight_offset"),
     (dict(activation="relu"), ValueError, "activation"),
     (dict(weight_offset="1"), TypeError, "weight_offset"),
     (dict(hidden=torch.randn(3, 0, D)), ValueError, "hidden"),
@@ -132,3 +151,52 @@ def test_messages_say_what_was_expected():
     with pytest.raises(ValueError) as info:
         sk.probe(H, PW, positions=torch.tensor([0, 9, 1]))
     assert "[0, 5)" in str(info.value) and "9" in str(info.value)
+
+
+def test_epsilon_bound_is_named():
+    with pytest.raises(ValueError) as info:
+        sk.project(x, x, eps=1e-300)
+    assert str(info.value).startswith("eps:") and "1.1754944e-38" in str(info.value) and "1e-300" in str(info.value)
+    with pytest.raises(ValueError, match=r"^coef: .*3\.4028235e\+38"):
+        sk.project(x, x, mode="residual", coef=1e300)
+
+
+def test_weight_dtype_message_names_each_allowed_dtype_once():
+    with pytest.raises(TypeError) as info:
+        sk.probe(H, PW.half(), positions=P)
+    message = str(info.value)
+    assert message.startswith("weight: expected dtype torch.float32 (") and "or torch.float32" not in message
+    with pytest.raises(TypeError, match=r"^weight: expected dtype torch.float32 or torch.bfloat16 \("):
+        sk.probe(H.bfloat16(), PW.half(), positions=P)
+
+
+class TestAccepted:
+    """Values at the edges of what is allowed run, and NumPy scalars work like floats."""
+
+    @pytest.fixture(autouse=True)
+    def no_kernel_may_run(self):  # overrides the module's fixture: these calls must run
+        yield
+
+    def test_smallest_normal_eps_keeps_alpha_zero_for_a_zero_row(self):
+        hf = x.clone()
+        hf[1] = 0
+        for backend in sk.backends("cpu"):
+            with sk.use_backend(backend):
+                out = sk.project(x, hf, eps=FP32_TINY)
+                _, normed = sk.project_rmsnorm(x, hf, w, eps=FP32_TINY, norm_eps=FP32_TINY)
+            assert torch.equal(out[1], torch.zeros(D)), backend  # alpha = 0, not NaN
+            assert torch.isfinite(out).all() and torch.isfinite(normed).all(), backend
+
+    def test_fp32_range_edges(self):
+        sk.project(x, x, mode="residual", coef=FP32_MAX, eps=FP32_MAX)
+        sk.project_rmsnorm(x, x, w, weight_offset=-FP32_MAX)
+
+    @pytest.mark.parametrize("make", [np.float32, np.float64, np.int64, int], ids=lambda t: t.__name__)
+    def test_numpy_and_int_scalars(self, make):
+        coef, eps, offset = make(2), make(1), make(1)
+        expected = sk.project(x, x * 2, mode="residual", coef=2.0, eps=1.0)
+        torch.testing.assert_close(sk.project(x, x * 2, mode="residual", coef=coef, eps=eps), expected, rtol=0, atol=0)
+        h, normed = sk.project_rmsnorm(x, x * 2, w, mode="residual", coef=coef, eps=eps, norm_eps=eps, weight_offset=offset)
+        torch.testing.assert_close(h, expected, rtol=0, atol=0)
+        scores = sk.probe(H, PW, positions=P, norm_weight=w, norm_eps=eps, weight_offset=offset)
+        torch.testing.assert_close(scores, sk.probe(H, PW, positions=P, norm_weight=w, norm_eps=1.0, weight_offset=1.0))

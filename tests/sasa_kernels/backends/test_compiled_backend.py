@@ -71,7 +71,7 @@ def _out_like(x, layout):
 
 
 def _ref_project_rmsnorm(hs, hf, w, *, a, b, eps, norm_eps, weight_offset):
-    h = reference.project_ab(hs, hf, a, b, eps)
+    h = reference.project_weighted(hs, hf, a, b, eps)
     return h, reference.rmsnorm(h, w, eps=norm_eps, weight_offset=weight_offset)
 
 
@@ -102,8 +102,8 @@ def test_dispatch_reaches_cpp_and_torch_can_still_be_forced(monkeypatch):
 
     backend = _dispatch._registry["cpp"]
     calls = []
-    real = backend._project
-    monkeypatch.setattr(backend, "_project", lambda *args: (calls.append(1), real(*args)))
+    real = backend.project
+    monkeypatch.setattr(backend, "project", lambda *args, **kw: (calls.append(1), real(*args, **kw))[1])
     hs, hf = _rand((2, 16), torch.float32, "cpu", 0), _rand((2, 16), torch.float32, "cpu", 1)
     sk.project(hs, hf)
     assert calls == [1]
@@ -141,7 +141,7 @@ def test_project_direct(device, dtype, d, layout):
     out = _out_like(hs, layout)
     a, b, eps = 0.25, 0.75, 1e-6
     _ops()._compiled_project(hs, hf, out, a, b, eps)
-    assert_matches_reference(out, reference.project_ab, (hs, hf, a, b, eps), {})
+    assert_matches_reference(out, reference.project_weighted, (hs, hf, a, b, eps), {})
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -203,6 +203,50 @@ def test_project_public_api_empty_and_leading_dims(dtype, poisoned_outputs):
     assert_matches_reference(out, reference.project, (hs_t, hf.transpose(0, 1)), dict(mode="interpolate", coef=0.3))
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("d", (4096, 4099))  # 4099: rows not cache-line aligned, so some are not streamed
+def test_large_outputs_streamed_to_memory(dtype, d):
+    # Outputs of 16 MiB and more are written with non-temporal stores (csrc/cpu/rows_impl.h), and
+    # RMSNorm then reads h back from a per-thread row copy: a path the small shapes never reach.
+    rows = (16 << 20) // (d * torch.empty((), dtype=dtype).element_size()) + 1
+    hs, hf = _rand((rows, d), dtype, "cpu", 20), _rand((rows, d), dtype, "cpu", 21)
+    w = (1 + 0.1 * _rand((d,), torch.float32, "cpu", 22)).to(dtype)
+    out, out_normed = _nan((rows, d), dtype, "cpu"), _nan((rows, d), dtype, "cpu")
+    _ops()._compiled_project(hs, hf, out, 0.5, 0.75, 1e-6)
+    assert_matches_reference(out, reference.project_weighted, (hs, hf, 0.5, 0.75, 1e-6), {})
+    out.fill_(float("nan"))
+    _ops()._compiled_project_rmsnorm(hs, hf, w, out, out_normed, 0.0, 1.0, 1e-6, 1e-5, 0.0)
+    kw = dict(a=0.0, b=1.0, eps=1e-6, norm_eps=1e-5, weight_offset=0.0)
+    assert_matches_reference((out, out_normed), _ref_project_rmsnorm, (hs, hf, w), kw)
+    with sk.use_backend("cpp"):  # the public function allocates the outputs itself (huge-page advice)
+        h, normed = sk.project_rmsnorm(hs, hf, w, eps=1e-6, norm_eps=1e-5)
+    torch.testing.assert_close(h, out, rtol=0, atol=0)
+    torch.testing.assert_close(normed, out_normed, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("capability", ("portable", "avx2"))
+def test_lower_cpu_capabilities(capability):
+    # The row kernels are built for several instruction sets and the best one runs; the others
+    # are only reachable with SASA_CPU_CAPABILITY (read when the extension loads), so they run
+    # here in a subprocess on the direct-op tests.
+    env = dict(os.environ, SASA_CPU_CAPABILITY=capability)
+    probe = subprocess.run(
+        [sys.executable, "-c", "from sasa_kernels.backends import compiled; print(compiled.build_info()['cpu_capability'])"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr
+    if probe.stdout.strip() != capability:
+        pytest.skip(f"this CPU cannot run the {capability} kernels (got {probe.stdout.strip()})")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.abspath(__file__),
+         "-k", "(direct or parallel or zero_rows or streamed or no_positions or out_of_range or super_blocks) and not cuda"],
+        capture_output=True, text=True, env=env, cwd=root, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+
+
 # --- probe, called directly ----------------------------------------------------------------------
 
 
@@ -250,6 +294,30 @@ def test_probe_out_of_range_position_writes_nan(device):
     good = positions.clamp(0, T - 1)
     expected = reference.probe(hidden, weight, None, positions=good)
     torch.testing.assert_close(out[~bad], expected[~bad])
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("num_probes", (1, 3, 8, 11))  # every register-block width, and a partial one
+@pytest.mark.parametrize("with_norm", (False, True), ids=("no-norm", "norm"))
+def test_probe_many_super_blocks_with_bad_positions(dtype, num_probes, with_norm):
+    # Enough rows of d = 2048 for several of the kernel's cache blocks (and threads), some rows
+    # with a position out of range in the middle of them: those must be NaN and nothing else.
+    B, T, d = 301, 3, 2048
+    hidden = _rand((B, T, d), dtype, "cpu", 30)
+    g = torch.Generator().manual_seed(31)
+    positions = torch.randint(0, T, (B,), generator=g)
+    bad = torch.zeros(B, dtype=torch.bool)
+    bad[[0, 37, 38, 150, 300]] = True
+    positions[bad] = torch.tensor([T, -1, 1 << 40, T + 5, -7])
+    weight = _rand((num_probes, d), torch.float32, "cpu", 32) / d**0.5
+    bias = _rand((num_probes,), torch.float32, "cpu", 33)
+    norm_weight = (1 + 0.1 * _rand((d,), torch.float32, "cpu", 34)).to(dtype) if with_norm else None
+    out = _nan((B, num_probes), torch.float32, "cpu")
+    _ops()._compiled_probe(hidden, positions, weight, bias, norm_weight, out, 1e-6, 0.0, False)
+    assert out[bad].isnan().all() and not out[~bad].isnan().any()
+    good = ~bad
+    kwargs = dict(positions=positions[good], norm_weight=norm_weight, activation="none")
+    assert_matches_reference(out[good], reference.probe, (hidden[good], weight, bias), kwargs)
 
 
 # --- argument checks of the compiled ops ---------------------------------------------------------

@@ -99,8 +99,8 @@ def assert_within_rule(actual: torch.Tensor, eager: torch.Tensor, truth: torch.T
 
 def _check_project(hs, hf, out, a, b, eps, norm_weight=None, out_normed=None, norm_eps=1e-6, offset=0.0):
     dtype = hs.dtype
-    h_truth = reference.project_ab(_cpu64(hs), _cpu64(hf), a, b, eps)
-    h_eager = reference.project_ab(_cpu(hs), _cpu(hf), a, b, eps)
+    h_truth = reference.project_weighted(_cpu64(hs), _cpu64(hf), a, b, eps)
+    h_eager = reference.project_weighted(_cpu(hs), _cpu(hf), a, b, eps)
     assert_within_rule(out, h_eager, h_truth, dtype)
     if norm_weight is not None:
         n_truth = reference.rmsnorm(h_truth, _cpu64(norm_weight), eps=norm_eps, weight_offset=offset)
