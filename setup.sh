@@ -9,6 +9,7 @@
 #                                CPU under the Triton interpreter (TRITON_INTERPRET=1, which
 #                                tests/conftest.py sets); on a CUDA machine Triton is also the
 #                                first-choice backend. `sasa demo` itself does not need Triton.
+#                                + the `dist` extra (accelerate): the device_map placement tests.
 #
 #  1. torch: installed only where none is importable. torch==2.13.0 is the CPU build this
 #     project's machines carry on local disk; any other requirement would pull a multi-GB CUDA
@@ -53,8 +54,8 @@ progress() {
         esac
     done
 }
-echo "setup: installing sasa-kernels (editable) with the dev, hf and triton extras; building sasa_kernels._C"
-if ! "$PYTHON" -m pip install -v --no-build-isolation -e ".[dev,hf,triton]" 2>&1 | tee "$log" | progress; then
+echo "setup: installing sasa-kernels (editable) with the dev, hf, triton and dist extras; building sasa_kernels._C"
+if ! "$PYTHON" -m pip install -v --no-build-isolation -e ".[dev,hf,triton,dist]" 2>&1 | tee "$log" | progress; then
     echo "setup: FAILED; the full pip log is $log. Its last lines:" >&2
     tail -n 60 "$log" >&2
     exit 1

@@ -170,10 +170,12 @@ def _fingerprinted_tensors(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
 
 
 def _samples(weight: Tensor) -> list[float]:
-    # Fixed, spread-out flat positions that depend only on the tensor's size (no RNG state).
+    # Fixed, spread-out flat positions that depend only on the tensor's size (no RNG state). A
+    # tensor-parallel (DTensor) weight is read shard by shard, nothing gathered.
+    from .distributed._tp import flat_samples
+
     n = weight.numel()
-    index = torch.tensor([(k * 2654435761 + 40503) % n for k in range(SAMPLES_PER_TENSOR)], device=weight.device)
-    return [float(v) for v in weight.reshape(-1).index_select(0, index).to(torch.float32).cpu()]
+    return flat_samples(weight, [(k * 2654435761 + 40503) % n for k in range(SAMPLES_PER_TENSOR)])
 
 
 def _v1_fingerprint(model: nn.Module) -> dict[str, Any]:

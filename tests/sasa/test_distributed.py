@@ -179,8 +179,6 @@ def test_tp_plan_that_distributes_the_residual_norms_is_refused(agreement):
     assert "the final norm" in message and "sequence-parallel plans are not supported" in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="the fingerprint reads weights with reshape(-1), which DTensor refuses for an "
-                   "uneven shard; sasa._fingerprint._samples should use sasa.distributed._tp.flat_samples")
 def test_tp_fingerprinted_probe_on_an_unevenly_sharded_vocabulary(agreement):
     (rank0, _), _ = agreement
     assert rank0["uneven"]["fingerprinted_probe"] == "ok"
