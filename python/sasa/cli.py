@@ -333,6 +333,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size: expected >= 1")
+    if getattr(args, "quiet", False):
+        # --quiet covers transformers' own bars too ("Loading weights", "Writing model shards").
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass  # reported as a missing extra when the command needs transformers
     from .distributed._session import CommandSession
 
     # Under torchrun: the process group, rank-0-only output, and one message for a failure on any
