@@ -47,6 +47,17 @@ def import_sasa_kernels() -> Any:
     return sasa_kernels
 
 
+def import_sasa() -> Any:
+    """``sasa``: the installed package, else the checkout's ``python/`` folder (after sasa_kernels)."""
+    import_sasa_kernels()
+    try:
+        import sasa
+    except ImportError:
+        sys.path.insert(0, str(REPO_ROOT / "python"))
+        import sasa
+    return sasa
+
+
 # --- the machine -------------------------------------------------------------------------------
 
 

@@ -49,11 +49,7 @@ import _runner as R  # noqa: E402
 
 import torch  # noqa: E402
 
-R.import_sasa_kernels()
-try:
-    import sasa  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(R.REPO_ROOT / "python"))
+R.import_sasa()
 from sasa import SASAConfig  # noqa: E402
 from sasa.bench import Guarded, LoadMonitor, Point, Unguarded, format_table, measure, plot_records  # noqa: E402
 from sasa.bench import summarize, write_csv  # noqa: E402

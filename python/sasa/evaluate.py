@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO, Union
 
+from ._dataset_flags import add_dataset_flags
 from ._types import PathLike
 
-FORMATS = ("jsonl", "mm-safetybench", "figstep", "vlguard")  # sasa.readers.FORMATS, kept import-free
 
 
 @dataclass
@@ -268,12 +268,8 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     )
     add_common_flags(p)
     p.add_argument("--probe", required=True, help="directory written by 'sasa calibrate'")
-    p.add_argument("--data", required=True, action="append",
-                   help="labelled dataset; repeat to concatenate (e.g. a benchmark plus benign rows)")
-    p.add_argument("--format", action="append", choices=FORMATS,
-                   help="layout of --data (default jsonl); once for all, or once per --data")
-    p.add_argument("--image-kind", choices=("SD", "TYPO", "SD_TYPO"), help="mm-safetybench images (default SD_TYPO)")
-    p.add_argument("--out", required=True, help="directory for eval.json, eval.md, eval.png, generations.jsonl")
+    add_dataset_flags(p, data_help="labelled dataset; repeat to concatenate (e.g. a benchmark plus benign rows)",
+                      out_help="directory for eval.json, eval.md, eval.png, generations.jsonl")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--refusal-phrases", help="file with one refusal phrase per line (replaces the default list)")
     p.set_defaults(func=cmd_eval)

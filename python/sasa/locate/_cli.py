@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-FORMATS = ("jsonl", "mm-safetybench", "figstep", "vlguard")  # sasa.readers.FORMATS, kept import-free
+from .._dataset_flags import add_dataset_flags
 
 
 def parse_range(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
@@ -76,12 +76,8 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
                     "(safety, fused) pair of the grid, and the recommended pair.",
     )
     add_common_flags(p)
-    p.add_argument("--data", required=True, action="append",
-                   help="labelled dataset (harmful and benign rows); repeat to concatenate")
-    p.add_argument("--format", action="append", choices=FORMATS,
-                   help="layout of --data (default jsonl); once for all, or once per --data")
-    p.add_argument("--image-kind", choices=("SD", "TYPO", "SD_TYPO"), help="mm-safetybench images (default SD_TYPO)")
-    p.add_argument("--out", required=True, help="directory for locate.json, layers.png, grid.png")
+    add_dataset_flags(p, data_help="labelled dataset (harmful and benign rows); repeat to concatenate",
+                      out_help="directory for locate.json, layers.png, grid.png")
     p.add_argument("--safety-range", help="FIRST:LAST safety blocks of the grid (default: the middle half)")
     p.add_argument("--fused-range", help="FIRST:LAST fused blocks of the grid (default: the middle half)")
     p.add_argument("--feature", default="logits", choices=("logits", "hidden"), help="SASA probe features")
