@@ -142,6 +142,14 @@ def make_plots(records: list[dict], grid: K.Grid, out: Path, machine: str, backe
 
 
 def main(argv: Optional[list[str]] = None, *, default_grid: str = "quick") -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv, default_grid=default_grid)
+    finally:
+        torch.set_num_threads(threads)  # run in-process (tests, notebooks): leave the caller's setting
+
+
+def _main(argv: Optional[list[str]], *, default_grid: str) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
