@@ -34,7 +34,6 @@ _EXPORTS = {
     "AutoSASAModelForImageTextToText": "auto",
     "get_guard": "auto",
     "CalibrationReport": "calibrate",
-    "calibrate": "calibrate",
     "SASAConfig": "config",
     "SUPPORTED_MODEL_TYPES": "families",
     "model_fingerprint": "_fingerprint",
@@ -50,8 +49,9 @@ _EXPORTS = {
     "EvalResult": "evaluate",
     "read_dataset": "readers",
 }
-#: Callable modules: ``sasa.locate(...)`` and ``sasa.evaluate(...)`` run the module's main function.
-_MODULES = ("locate", "evaluate")
+#: Callable modules (sasa._callable_module): ``sasa.calibrate(...)``, ``sasa.locate(...)`` and
+#: ``sasa.evaluate(...)`` run the module's main function, however the submodule was first imported.
+_MODULES = ("calibrate", "locate", "evaluate")
 
 __all__ = sorted(list(_EXPORTS) + list(_MODULES)) + ["__version__"]
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import sasa_kernels as sk
 
 from . import _compat as compat
-from ._augment import can_fuse_rmsnorm
+from ._fused_norm import can_fuse_rmsnorm
 from ._probe_tensors import ProbeTensors, fold_into_hidden
 from .distributed._placement import real_device, weights_on_device
 from .distributed._tp import reading_sharded_weights, replicated

@@ -167,3 +167,8 @@ def save_plots(probe: SASAProbe, features: Tensor, labels: Tensor, directory: Pa
 def _model_name(model: nn.Module) -> str:
     path = getattr(model.config, "_name_or_path", "") or ""
     return f"{type(model).__name__} {path}".strip()
+
+
+from ._callable_module import make_callable  # noqa: E402  (after the module's names exist)
+
+make_callable(__name__, "calibrate")

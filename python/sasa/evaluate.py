@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO, Union
@@ -275,11 +274,6 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.set_defaults(func=cmd_eval)
 
 
-class _CallableModule(types.ModuleType):
-    """``sasa.evaluate(...)`` calls :func:`evaluate`: the module and its main function share a name."""
+from ._callable_module import make_callable  # noqa: E402  (after the module's names exist)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "evaluate")

@@ -9,7 +9,8 @@ import torch
 
 import sasa_kernels as sk
 from sasa import _compat as compat
-from sasa._augment import FusedNormSlot, SwappedKV, can_fuse_rmsnorm, gather_seq
+from sasa._fused_norm import FusedNormSlot, can_fuse_rmsnorm
+from sasa._one_token import SwappedKV, gather_seq
 from sasa.families import FAMILIES
 
 from . import _tiny
@@ -113,7 +114,7 @@ def test_gather_seq_and_the_swapped_kv_row():
 def test_guard_uses_the_fused_norm_for_block_s_plus_1(monkeypatch, scope):
     """The augmented pass really feeds block s+1 the kernel's fused norm (not a silent fallback)."""
     from sasa import SASAConfig, apply_sasa
-    from sasa import _augment
+    from sasa import _fused_norm as _augment
 
     hits, offered = [], []
     real_offer = _augment.FusedNormSlot.offer

@@ -20,7 +20,7 @@ import torch
 import sasa_kernels as sk
 from sasa import SASAConfig, apply_sasa
 from sasa import _compat as compat
-from sasa._augment import gather_seq
+from sasa._one_token import gather_seq
 from sasa._capture import Capture
 
 from . import _tiny

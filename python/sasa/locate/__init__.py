@@ -17,8 +17,6 @@ This module imports only the standard library (``sasa --help`` stays fast); the 
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 from ._cli import register_command
@@ -38,11 +36,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _CallableModule(types.ModuleType):
-    """``sasa.locate(...)`` calls :func:`locate`: the module and its main function share a name."""
+from .._callable_module import make_callable  # noqa: E402  (after the module's names exist)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.locate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "locate")
