@@ -179,6 +179,8 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
             logger.exception("sasa: scoring the prefill failed; treating the scores as NaN")
         finally:
             recorder.finish()  # free the prefill's states; later forwards are decode steps
+            if ride is not None:
+                ride.release()
         # Tensor parallel: every rank must stop the same rows, or their generate loops (and the
         # model's collectives) part ways; a row flagged or NaN on any rank counts on all of them.
         decision.probs = guard._agree(decision.probs)

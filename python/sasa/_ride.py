@@ -51,10 +51,18 @@ class Ride:
         finally:
             self._busy = False
 
+    def release(self) -> None:
+        """Let go of the normal pass's states (hidden states, recorded keys and values): after the
+        prefill they would otherwise stay alive for the whole generation (the prefill's keys and
+        values of blocks s+1..L-1 are replaced in the cache by each decode step's concatenation)."""
+        self._pass = None
+
     def result(self) -> Tensor:
         """The token's pre-norm state after the last block, ``[B, d]``; raises if the ride failed."""
         if self.error is not None:
             raise RuntimeError(f"the augmented pass failed inside the normal forward: {self.error!r}") from self.error
         if self._pass is None or not self._pass.done:
             raise RuntimeError("the normal forward did not run every decoder block after the fused block")
-        return self._pass.h[:, 0]
+        h = self._pass.h[:, 0]
+        self.release()
+        return h
