@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -31,8 +30,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_MODULES = ("transformers", "safetensors", "tqdm", "PIL", "tokenizers")
 
 
-class CLIError(Exception):
-    """A problem the user can fix; printed as one line."""
+# Its own module: under `python -m sasa.cli` this file runs as __main__ while the command modules
+# import sasa.cli, and one class must be what they raise and what main() catches.
+from ._cli_error import CLIError  # noqa: E402
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -107,142 +107,17 @@ def check_device(name: str) -> str:
     return name
 
 
-def _load_probe(args: argparse.Namespace, model: Any = None) -> Any:
-    """The ``--probe`` directory: validated alone first (cheap), then against the loaded model."""
-    from .probe import SASAProbe
-
-    return SASAProbe.load(args.probe, model=model)
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate, save_plots
-    from .config import SASAConfig
-
-    try:
-        config = SASAConfig(safety_layer=args.safety_layer, fused_layer=args.fused_layer, mode=args.mode,
-                            coef=args.coef, scope=args.scope, feature=args.feature)
-    except (TypeError, ValueError) as err:
-        raise CLIError(str(err)) from err
-    from ._probe_io import check_save_target
-    from .data import read_manifest
-
-    out = Path(args.out)
-    check_save_target(out)  # before the long part, not after it
-    check_model_dir(args.model)
-    check_device(args.device)
-
-    examples = read_manifest(args.data)
-    model, processor = load_model(args.model, args.device, args.dtype)
-    probe, report = calibrate(model, processor, examples, config, batch_size=args.batch_size,
-                              target_fpr=args.target_fpr, raw_prompt=args.raw_prompt, progress=not args.quiet)
-    probe.save(out)  # first: nothing after this (plots) can lose the probe
-    report.plots = save_plots(probe, report.features, report.labels, out, model_name=str(args.model))
-    print(report.summary())
-    plots = f" ({', '.join(p.name for p in report.plots)})" if report.plots else " (no plots: matplotlib missing)"
-    print(f"probe saved to {out}{plots}")
-    return 0
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from .data import batches, check_images_supported, encode_batch, read_manifest
-    from .guard import apply_sasa
-    from .metrics import metrics_at
-
-    if args.out and Path(args.out).resolve() == Path(args.data).resolve():
-        raise CLIError(f"--out: {args.out} is the --data manifest; writing scores there would overwrite it")
-    check_model_dir(args.model)
-    check_device(args.device)
-    _load_probe(args)
-    examples = read_manifest(args.data, require_labels=False)
-    model, processor = load_model(args.model, args.device, args.dtype)
-    check_images_supported(processor, examples)
-    probe = _load_probe(args, model)
-    rows = []
-    with apply_sasa(model, probe=probe, tokenizer=processor) as guard:
-        with tqdm(total=len(examples), desc="scoring", unit="prompt", disable=args.quiet) as bar:
-            for batch in batches(examples, args.batch_size):
-                inputs = encode_batch(processor, batch, prompt_format=guard.prompt_format, device=model.device)
-                probs = guard.score(**inputs).cpu()
-                flagged = probe.decide(probs)
-                for example, p, f in zip(batch, probs, flagged):
-                    rows.append({
-                        "line": example.line, "prompt": example.prompt,
-                        "label": None if example.label < 0 else example.label,
-                        "score": _json_float(p[0]), "scores": {c: _json_float(v) for c, v in zip(probe.categories, p)},
-                        "flagged": bool(f),
-                    })
-                bar.update(len(batch))
-    rows.sort(key=lambda r: r["line"])
-    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows)
-    if args.out:
-        Path(args.out).write_text(lines)
-    else:
-        sys.stdout.write(lines)
-    labelled = [r for r in rows if r["label"] is not None]
-    if labelled:
-        y = torch.tensor([r["label"] for r in labelled])
-        s = torch.tensor([math.nan if r["score"] is None else r["score"] for r in labelled], dtype=torch.float64)
-        flagged = torch.tensor([r["flagged"] for r in labelled])
-        m = metrics_at(s, y, float(probe.threshold[0]))
-        harmful, benign = y == 1, y == 0
-        asr = float((~flagged[harmful]).double().mean()) if harmful.any() else float("nan")
-        tpr = float(flagged[harmful].double().mean()) if harmful.any() else float("nan")
-        fpr = float(flagged[benign].double().mean()) if benign.any() else float("nan")
-        print(f"summary: {len(labelled)} labelled rows, AUROC {m.auroc:.3f} ('{probe.categories[0]}' probe), "
-              f"TPR {tpr:.3f}, FPR {fpr:.3f} at the saved thresholds, "
-              f"harmful rows passing (attack success rate of the guard alone) {asr:.3f}",
-              file=sys.stderr if not args.out else sys.stdout)
-    return 0
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .data import Example, check_images_supported, encode_batch
-    from .guard import apply_sasa
-
-    image = None
-    if args.image:
-        image = Path(args.image).resolve()
-        if not image.is_file():
-            raise CLIError(f"--image: {image} not found")
-    check_model_dir(args.model)
-    check_device(args.device)
-    _load_probe(args)
-    model, processor = load_model(args.model, args.device, args.dtype)
-    example = Example(args.prompt, -1, image)
-    check_images_supported(processor, [example])
-    probe = _load_probe(args, model)
-    with apply_sasa(model, probe=probe, tokenizer=processor) as guard:
-        inputs = encode_batch(processor, [example], prompt_format=guard.prompt_format, device=model.device)
-        out = guard.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    tokenizer = getattr(processor, "tokenizer", processor)
-    scores = out.scores[0].tolist()
-    if bool(out.flagged[0]):
-        fired = [(c, s) for c, s, t in zip(probe.categories, scores, probe.threshold.tolist()) if math.isnan(s) or s >= t]
-        names = ", ".join(f"{c} {s:.3f}" for c, s in fired) or "score unavailable"
-        print(f"[REFUSED; {names}] {out.refusal_text}")
-    else:
-        text = tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        top = max(range(len(scores)), key=lambda i: scores[i] - float(probe.threshold[i]))
-        print(f"[passed; highest {probe.categories[top]} {scores[top]:.3f} < {float(probe.threshold[top]):.3f}] {text}")
-    return 0
+# --- commands (calibrate, score and generate: sasa._cli_commands) ------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    run_demo(Path(args.out) if args.out else None, progress=not args.quiet)
+    out = Path(args.out) if args.out else None
+    if args.stand_in:
+        from .demo import run_demo
+    else:
+        from .organism.demo import run_demo
+    run_demo(out, progress=not args.quiet)
     return 0
-
-
-def _json_float(value: Any) -> Optional[float]:
-    value = float(value)
-    return None if math.isnan(value) else value  # strict JSON: an unavailable score is null
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -277,6 +152,7 @@ def add_common_flags(
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from . import _cli_commands as commands
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for Hugging Face models",
@@ -296,14 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature", default=FEATURES[0], choices=FEATURES, help="what the probe reads")
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate the thresholds are set for")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the probe and its plots")
-    p.set_defaults(func=cmd_calibrate)
+    p.set_defaults(func=commands.cmd_calibrate)
 
     p = sub.add_parser("score", help="score every row of a manifest with a saved probe", formatter_class=fmt)
     add_common_flags(p, raw_prompt=False)
     p.add_argument("--probe", required=True, metavar="DIR", help="directory written by 'sasa calibrate'")
     p.add_argument("--data", required=True, metavar="FILE", help="JSONL manifest (labels optional)")
     p.add_argument("--out", metavar="FILE", help="write one JSON row per input here (default: stdout)")
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=commands.cmd_score)
 
     p = sub.add_parser("generate", help="guarded generation for one prompt", formatter_class=fmt)
     add_common_flags(p, batching=False, raw_prompt=False)
@@ -311,11 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="the user's request")
     p.add_argument("--image", metavar="FILE", help="an image for a vision-language model")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=commands.cmd_generate)
 
-    p = sub.add_parser("demo", help="the built-in model: calibrate, score, time (no downloads)", formatter_class=fmt)
+    p = sub.add_parser("demo", help="the shipped model organism, unguarded and guarded; timed (no downloads)",
+                       formatter_class=fmt)
     add_common_flags(p, model=False, batching=False, raw_prompt=False)
-    p.add_argument("--out", metavar="DIR", help="also save the demo probe and plots here")
+    p.add_argument("--out", metavar="DIR", help="also save the demo's files here (eval tables and plots; "
+                   "with --stand-in: its probe and plots)")
+    p.add_argument("--stand-in", action="store_true",
+                   help="the seeded random text-only stand-in instead (calibrated on the bundled prompts; shows "
+                        "the plumbing, not the method)")
     p.set_defaults(func=cmd_demo)
     for module_name in COMMAND_MODULES:
         try:  # TODO(lead): plain import once every module exists

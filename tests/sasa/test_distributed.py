@@ -150,8 +150,13 @@ def test_tp_command_line_writes_once_and_reports_an_error_once(agreement, workdi
     tp_rows = [json.loads(line) for line in (workdir / "out" / "tp_scores.jsonl").read_text().splitlines()]
     one_rows = [json.loads(line) for line in (workdir / "cli" / "single_scores.jsonl").read_text().splitlines()]
     assert [r["line"] for r in tp_rows] == [r["line"] for r in one_rows]
-    assert [r["flagged"] for r in tp_rows] == [r["flagged"] for r in one_rows]
     assert max(abs(a["score"] - b["score"]) for a, b in zip(tp_rows, one_rows)) <= ATOL
+    # The probe was calibrated on these very rows, so its threshold is some row's own score: a row
+    # within ATOL of it may fall either side under TP's reduction order. Every other row decides alike.
+    threshold = json.loads((workdir / "cli" / "probe" / "sasa_config.json").read_text())["threshold"][0]
+    clear = [abs(b["score"] - threshold) > ATOL for b in one_rows]
+    assert sum(clear) >= len(one_rows) - 1
+    assert [a["flagged"] for a, c in zip(tp_rows, clear) if c] == [b["flagged"] for b, c in zip(one_rows, clear) if c]
     assert sorted(p.name for p in (workdir / "out").iterdir()) == [
         "codes0.json", "codes1.json", "diverge0.pt", "diverge1.pt", "rank0.pt", "rank1.pt", "tp_scores.jsonl"]
 
