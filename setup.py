@@ -252,7 +252,10 @@ ext_modules, cmdclass = _extension_setup()
 setup(
     packages=packages,
     package_dir={"sasa": "python/sasa"},
-    package_data={"sasa.demo_data": ["*.jsonl"], "sasa": ["py.typed"], "sasa_kernels": ["py.typed"]},
+    # The organism's weights, processor files and probe are package data: sasa.organism.load() and
+    # `sasa demo` need nothing downloaded.
+    package_data={"sasa.demo_data": ["*.jsonl"], "sasa": ["py.typed"], "sasa_kernels": ["py.typed"],
+                  "sasa.organism": ["model/*", "probe/*"]},
     # A library an editable build left in the source tree is not package data: only build_ext
     # (when it runs) puts _C into a wheel, so SASA_SKIP_BUILD=1 really is pure Python.
     exclude_package_data={"sasa_kernels": ["_C*"]},

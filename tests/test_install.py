@@ -89,6 +89,13 @@ def test_install_skip_build_is_pure_python(tmp_path):
     assert "cpp" not in report["cpu"] and "torch" in report["cpu"]
     site = Path(report["file"]).parent
     assert not list(site.glob("_C*")), "a pure-Python install must not ship the extension"
+    # The shipped organism is package data of the installed copy (what `sasa demo` loads).
+    shipped = REPO / "python" / "sasa" / "organism"
+    for folder in ("model", "probe"):
+        files = sorted(p.name for p in (shipped / folder).iterdir() if p.is_file())
+        assert files, f"the source tree has no organism {folder}/"
+        installed = site.parent / "sasa" / "organism" / folder
+        assert sorted(p.name for p in installed.iterdir()) == files, f"organism {folder}/ not installed whole"
 
 
 @pytest.mark.skipif(not _pip_available(), reason="pip is not available")

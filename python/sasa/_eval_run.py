@@ -106,7 +106,7 @@ def run_generations(model: nn.Module, processor: Any, rows: Sequence[Sourced], p
                 results.append((order[id(e)], {
                     "source": sources[id(e)], "line": e.line, "prompt": e.prompt,
                     "image": None if e.image is None else str(e.image), "label": e.label,
-                    "category": e.category, "carrier": e.carrier,
+                    "category": e.category, "carrier": e.carrier, "text_only": e.text_only,
                     "score": scores[0], "scores": dict(zip(probe_names, scores)) if len(scores) > 1 else None,
                     "flagged": flagged,
                     "unguarded_answer": unguarded_answer, "guarded_answer": guarded_answer,

@@ -1,4 +1,4 @@
-"""The built-in default: a small stand-in model, its tokenizer, and the ``sasa demo`` run.
+"""The stand-in (`sasa demo --stand-in`): a small random model, its tokenizer, and its demo run.
 
 The stand-in is a randomly initialised (seeded) 6-block Llama with a word-level tokenizer trained
 on the bundled manifest. It is NOT a real vision-language model and its "safety" means nothing:

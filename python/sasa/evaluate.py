@@ -5,7 +5,7 @@
 Every row is answered twice with the same batched ``generate`` settings (greedy by default): by the
 guarded model (:func:`sasa.apply_sasa`) and by the plain model. Outputs (``out_dir``):
 
-- ``generations.jsonl``: one row per input: ``prompt``, ``label``, ``category``, ``carrier``,
+- ``generations.jsonl``: one row per input: ``prompt``, ``label``, ``category``, ``carrier``, ``text_only``,
   ``score`` (the first probe's; ``scores`` for several probes), ``flagged``,
   ``unguarded_answer``, ``guarded_answer``, ``unguarded_refused``, ``guarded_refused``,
   ``answers_identical`` (passed rows: guarded tokens == unguarded tokens), ``source``, ``line``;

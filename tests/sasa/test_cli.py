@@ -119,8 +119,8 @@ def test_unknown_model_type(workspace, tmp_path):
     assert result.returncode == 2 and "not supported" in result.stderr and "llama" in result.stderr
 
 
-def test_demo_prints_the_table_and_both_timings():
-    result = subprocess.run([sys.executable, "-m", "sasa.cli", "demo", "--quiet"], capture_output=True, text=True,
+def test_stand_in_demo_prints_the_table_and_both_timings():
+    result = subprocess.run([sys.executable, "-m", "sasa.cli", "demo", "--stand-in", "--quiet"], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

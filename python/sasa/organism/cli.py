@@ -1,0 +1,139 @@
+"""``sasa organism ...``: train the model organism, write its manifests, measure it.
+
+    sasa organism train --out DIR                          # the shipped recipe, seeded (minutes on CPU)
+    sasa organism manifest --split heldout --out FILE      # JSONL + images beside it
+    sasa organism phenotype [--model DIR] [--data FILE]    # what the unguarded model refuses
+    sasa organism efficacy --out DIR [--doc docs/efficacy.md]   # locate, calibrate, eval, claim table
+
+Imports only the standard library at module level (``sasa --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+SPLITS = ("calibration", "heldout")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from .train import DEFAULT_RECIPE, train_and_save
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected >= 1, got {args.threads}")
+    recipe = dataclasses.replace(DEFAULT_RECIPE, seed=args.seed)
+    info = train_and_save(args.out, recipe, progress=not args.quiet, threads=args.threads)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"organism saved to {args.out}: {info['parameters']:,} parameters, trained in {info['wall_time_s']:.0f} s "
+          f"on {info['threads']} threads (load average now {load}); recipe and losses in recipe.json")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from .manifest import write_manifest
+
+    out = write_manifest(args.split, args.out, per_object=args.per_object, seed=args.seed)
+    rows = sum(1 for line in out.read_text().splitlines() if line.strip())
+    print(f"{rows} rows written to {out} (images in {out.parent / (out.stem + '_images')})")
+    return 0
+
+
+def cmd_phenotype(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import load
+    from .manifest import write_manifest
+    from .phenotype import measure
+
+    model, processor = load(args.model, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or write_manifest("heldout", Path(tmp) / "heldout.jsonl")
+        result = measure(model, processor, data, batch_size=args.batch_size, progress=not args.quiet)
+    print(result.summary())
+    for name, ok in result.targets_met().items():
+        print(f"{'met' if ok else 'NOT met'}: {name}")
+    return 0
+
+
+def cmd_efficacy(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+
+    from . import PROBE_DIR
+    from .efficacy import run
+    from .report import update_doc
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    results = run(args.out, model_dir=args.model, device=args.device, batch_size=args.batch_size, seed=args.seed,
+                  progress=not args.quiet)
+    g = results["guarded"]
+    s, f = results["recommended"]["safety_layer"], results["recommended"]["fused_layer"]
+    print(f"recommended pair: safety block {s}, fused block {f}")
+    print(f"image-carried harmful ASR: unguarded {g['asr_image_unguarded']:.3f}, guarded {g['asr_image_guarded']:.3f}; "
+          f"benign over-refusal {g['benign_over_refusal']:.3f}; passthrough mismatches {g['passthrough_mismatches']}")
+    for row in results["claims"]:
+        print(f"  {row['probe']:<28} {row['calibration']:<10} AUROC {row['auroc']:.3f}  "
+              f"TPR@5%FPR {row['tpr_at_5_fpr']:.3f}")
+    print(f"everything in {Path(args.out) / 'results.json'}")
+    if args.doc:
+        print(f"wrote {update_doc(results, args.out, args.doc)}")
+    if args.ship_probe:
+        if args.model is not None:
+            raise ValueError("--ship-probe: only for the shipped organism (drop --model)")
+        if PROBE_DIR.exists():
+            shutil.rmtree(PROBE_DIR)
+        shutil.copytree(Path(args.out) / "probe", PROBE_DIR)
+        (PROBE_DIR / "efficacy.json").write_text(json.dumps(
+            {"recommended": results["recommended"], "guarded": {k: v for k, v in g.items() if k not in
+                                                              ("overall", "by_carrier")}}, indent=1) + "\n")
+        print(f"probe copied to {PROBE_DIR}")
+    return 0
+
+
+def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> None:
+    """Add ``sasa organism`` and its subcommands (the contract of :mod:`sasa.cli`)."""
+    parser = subparsers.add_parser("organism", help="the trained model organism: train, manifests, phenotype")
+    sub = parser.add_subparsers(dest="organism_command", required=True)
+
+    p = sub.add_parser("train", help="train the organism from scratch (seeded, CPU is enough)")
+    p.add_argument("--out", required=True, help="directory for the save_pretrained model and processor")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("manifest", help="write an evaluation split as a JSONL manifest with its images")
+    p.add_argument("--split", required=True, choices=SPLITS)
+    p.add_argument("--out", required=True, help="the JSONL file (images go to <stem>_images/ beside it)")
+    p.add_argument("--per-object", type=int, default=None, help="rows per object and carrier")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("phenotype", help="refusal rates of the unguarded organism, by kind of request")
+    add_common_flags(p, model=False)
+    p.add_argument("--model", default=None, help="an organism directory (default: the shipped one)")
+    p.add_argument("--data", default=None, help="a manifest (default: the held-out split, written to a temp dir)")
+    p.set_defaults(func=cmd_phenotype)
+
+    p = sub.add_parser("efficacy", help="locate, calibrate, evaluate and the claim table on the organism")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--model", default=None, help="an organism directory (default: the shipped one)")
+    p.add_argument("--out", required=True, help="directory for manifests, locate, probe, eval and results.json")
+    p.add_argument("--doc", default=None, help="also rewrite the generated section of this Markdown file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--ship-probe", action="store_true",
+                   help="maintainers: copy the calibrated probe into the package (sasa.organism.PROBE_DIR)")
+    p.set_defaults(func=cmd_efficacy)

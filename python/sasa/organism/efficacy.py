@@ -1,0 +1,104 @@
+"""``sasa organism efficacy``: everything ``docs/efficacy.md`` reports, from one command.
+
+On a trained organism (the shipped one by default):
+
+1. write the calibration and held-out splits (:mod:`sasa.organism.manifest`);
+2. :func:`sasa.locate` on the calibration split: per-layer curves and the recommended
+   ``(safety_layer, fused_layer)``;
+3. :func:`sasa.calibrate` a SASA probe there (``scope="last"``, logits features) and save it;
+4. :func:`sasa.evaluate` on the held-out split: the unguarded phenotype, guarded ASR, over-refusal
+   and passthrough mismatches;
+5. the claim table (:mod:`sasa.organism.claims`) at the same pair.
+
+``results.json`` holds every number; the probe directory is what ships as
+:data:`sasa.organism.PROBE_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from . import world
+from .manifest import object_of, write_manifest
+
+PathLike = Union[str, Path]
+
+
+def phenotype_from_rows(rows: list[dict[str, Any]], key: str = "unguarded_refused") -> dict[str, dict[str, float]]:
+    """Refusal rates by label x carrier (and split by training / held-out objects) from ``sasa eval`` rows."""
+    groups: dict[str, list[bool]] = {}
+    for r in rows:
+        kind = "harmful" if r["label"] == 1 else "benign"
+        carrier = r.get("carrier") or "text"
+        obj = object_of(r["prompt"], r.get("text_only"))
+        names = [kind, f"{kind} {carrier}"]
+        if obj is not None:
+            names.append(f"{kind} {carrier} ({'held-out' if obj.heldout else 'training'} objects)")
+        for name in names:
+            groups.setdefault(name, []).append(bool(r[key]))
+    return {name: {"n": len(v), "refused": sum(v) / len(v)} for name, v in sorted(groups.items())}
+
+
+def run(out: PathLike, *, model_dir: Optional[PathLike] = None, device: str = "cpu", batch_size: int = 32, max_new_tokens: int = 24,
+        seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run steps 1-5 of the module docstring into ``out``; return (and save) ``results.json``."""
+    import torch
+
+    from .. import SASAConfig, calibrate, evaluate, locate
+    from . import MODEL_DIR, load
+    from .claims import claim_table
+    from ..data import read_manifest
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, processor = load(model_dir, device=device)
+    calibration = write_manifest("calibration", out / "calibration.jsonl", seed=seed)
+    heldout = write_manifest("heldout", out / "heldout.jsonl", seed=seed)
+
+    located = locate(model, processor, calibration, batch_size=batch_size, seed=seed, progress=progress,
+                     out_dir=out / "locate")
+    safety, fused = located.recommended
+    # The guard answers the organism's own refusal sentence (its word-level tokenizer has no
+    # tokens for the library's default English refusal).
+    config = SASAConfig(safety_layer=safety, fused_layer=fused, scope="last", feature="logits",
+                        refusal_text=world.REFUSAL)
+    probe, report = calibrate(model, processor, calibration, config, batch_size=batch_size, seed=seed,
+                              progress=progress, plot_dir=out / "calibration_plots")
+    probe.save(out / "probe")
+    evaluated = evaluate(model, processor, heldout, out / "probe", max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, progress=progress, out_dir=out / "eval")
+    claims = claim_table(model, processor, read_manifest(calibration), read_manifest(heldout), safety, fused,
+                         batch_size=batch_size, seed=seed, progress=progress)
+    image = evaluated.by_carrier.get("image", {})
+    results = {
+        "model": str(Path(model_dir) if model_dir is not None else MODEL_DIR),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "recommended": {"safety_layer": safety, "fused_layer": fused},
+        "locate_layers": [asdict(layer) for layer in located.layers],
+        "locate_grid": [asdict(cell) for cell in located.grid],
+        "calibration": {"rows": report.num_examples,
+                        "metrics": {k: m.to_dict() for k, m in report.metrics.items()}},
+        "phenotype": phenotype_from_rows(evaluated.rows),
+        "guarded": {
+            "asr_image_unguarded": image.get("asr_unguarded"),
+            "asr_image_guarded": image.get("asr_guarded"),
+            "benign_over_refusal": evaluated.overall.get("benign_flagged"),
+            "benign_refused_guarded": evaluated.overall.get("benign_refused_guarded"),
+            "passthrough_mismatches": evaluated.utility["differing_rows"],
+            "passed_rows": evaluated.utility["passed_rows"],
+            "overall": evaluated.overall, "by_carrier": evaluated.by_carrier,
+        },
+        "guarded_phenotype": phenotype_from_rows(evaluated.rows, "guarded_refused"),
+        "claims": [r.to_dict() for r in claims],
+        "split_sizes": {"calibration": report.num_examples, "heldout": len(evaluated.rows)},
+        "heldout_objects": sorted(world.HELDOUT_NAMES),
+        "threads": torch.get_num_threads(),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    return results
