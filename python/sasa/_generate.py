@@ -27,6 +27,31 @@ from ._refusal import HeldStreamer, blank_step_outputs, write_refusals
 
 logger = logging.getLogger("sasa")
 
+
+@dataclass
+class SASAGenerateOutput:
+    """What :meth:`SASAGuard.generate` returns.
+
+    Attributes:
+        sequences: ``[B, T + N]`` prompt and new tokens, like ``model.generate``. Flagged rows hold
+            the tokenized refusal text after the prompt (padding when no tokenizer was given),
+            then padding. If the refusal is longer than the generated part, every row is extended
+            with padding; a passed row is otherwise exactly ``model.generate``'s row.
+        flagged: bool ``[B]``.
+        scores: float32 ``[B, C]`` probabilities, one column per probe (:attr:`SASAGuard.categories`);
+            NaN where scoring failed.
+        refusal_text: the text a flagged row answers.
+        generate_output: what the model's own ``generate`` returned (for its extra fields; flagged
+            rows' per-step ``scores``/``logits`` there are NaN).
+    """
+
+    sequences: Tensor
+    flagged: Tensor
+    scores: Tensor
+    refusal_text: str
+    generate_output: Any = None
+
+
 _SUPPORTED_MODES = ("greedy_search", "sample")
 # A caller's cache means the first forward would not be the prompt's full prefill.
 _CACHE_ARGS = ("past_key_values", "cache")

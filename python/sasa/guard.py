@@ -15,7 +15,6 @@ call :func:`apply_sasa` or :meth:`SASAGuard.remove` while other threads are insi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 from . import _compat as compat
 from ._augment import AugmentedPass
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
-from ._generate import PrefillDecision, PrefillHook, guarded_generate
+from ._generate import PrefillDecision, PrefillHook, SASAGenerateOutput, guarded_generate
 from ._generate_patch import GeneratePatch
 from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
 from ._probe_tensors import ProbeTensors
@@ -41,30 +40,6 @@ logger = logging.getLogger("sasa")
 
 _GUARD_ATTR = "_sasa_guard"
 _NOT_ACCEPTED = ("past_key_values", "cache", "use_cache", "output_hidden_states", "labels")
-
-
-@dataclass
-class SASAGenerateOutput:
-    """What :meth:`SASAGuard.generate` returns.
-
-    Attributes:
-        sequences: ``[B, T + N]`` prompt and new tokens, like ``model.generate``. Flagged rows hold
-            the tokenized refusal text after the prompt (padding when no tokenizer was given),
-            then padding. If the refusal is longer than the generated part, every row is extended
-            with padding; a passed row is otherwise exactly ``model.generate``'s row.
-        flagged: bool ``[B]``.
-        scores: float32 ``[B, C]`` probabilities, one column per probe (:attr:`SASAGuard.categories`);
-            NaN where scoring failed.
-        refusal_text: the text a flagged row answers.
-        generate_output: what the model's own ``generate`` returned (for its extra fields; flagged
-            rows' per-step ``scores``/``logits`` there are NaN).
-    """
-
-    sequences: Tensor
-    flagged: Tensor
-    scores: Tensor
-    refusal_text: str
-    generate_output: Any = None
 
 
 class SASAGuard:

@@ -39,13 +39,13 @@ benign rows) and keeps each row's source. Errors name the file and what was expe
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ._dataset_flags import FORMATS, MMSB_IMAGE_KINDS
 from ._types import PathLike
-from .data import Example, ManifestError, read_manifest
+from ._reader_files import DatasetError, existing_image, first_dir, id_key, load_json, text_field
+from .data import Example, read_manifest
 
 #: FigStep's text prompt for open models: the request itself is only in the image.
 FIGSTEP_PROMPT = (
@@ -54,10 +54,6 @@ FIGSTEP_PROMPT = (
 )
 _FIGSTEP_COLUMNS = ("dataset", "category_id", "task_id", "category_name", "question")
 VLGUARD_SUBSETS: tuple[str, ...] = ("safe_safes", "safe_unsafes", "unsafes")
-
-
-class DatasetError(ManifestError):
-    """A benchmark copy is missing a file, or a file is not in its published layout."""
 
 
 def read_dataset(path: PathLike, format: str = "jsonl", *, image_kind: str = "SD_TYPO",
@@ -140,7 +136,7 @@ def read_mm_safetybench(path: PathLike, *, image_kind: str = "SD_TYPO") -> list[
     """MM-SafetyBench rows for one image kind (see the module docstring)."""
     if image_kind not in MMSB_IMAGE_KINDS:
         raise ValueError(f"image_kind: expected one of {list(MMSB_IMAGE_KINDS)}, got {image_kind!r}")
-    root = _first_dir(Path(path), ("processed_questions",), ("data/processed_questions",), "mm-safetybench",
+    root = first_dir(Path(path), ("processed_questions",), ("data/processed_questions",), "mm-safetybench",
                       "a folder 'processed_questions' with one <scenario>.json per scenario")
     questions_dir = root / "processed_questions"
     images_dir = root / "imgs"
@@ -152,17 +148,17 @@ def read_mm_safetybench(path: PathLike, *, image_kind: str = "SD_TYPO") -> list[
     number = 0  # a running row number across the scenario files (Example.line)
     for file in files:
         scenario = file.stem
-        questions = _load_json(file)
+        questions = load_json(file)
         if not isinstance(questions, dict):
             raise DatasetError(f"{file}: expected a JSON object of question id -> fields, got {type(questions).__name__}")
-        for qid, item in sorted(questions.items(), key=lambda kv: _id_key(kv[0])):
+        for qid, item in sorted(questions.items(), key=lambda kv: id_key(kv[0])):
             number += 1
             where = f"{file}: question {qid!r}"
             if not isinstance(item, dict):
                 raise DatasetError(f"{where}: expected an object with {field!r}, got {type(item).__name__}")
-            prompt = _text_field(item, field, where)
+            prompt = text_field(item, field, where)
             original = item.get("Question")
-            image = _existing_image(images_dir / scenario / image_kind, str(qid), (".jpg", ".png", ".jpeg"), where)
+            image = existing_image(images_dir / scenario / image_kind, str(qid), (".jpg", ".png", ".jpeg"), where)
             rows.append(Example(prompt, 1, image, scenario, number,
                                 original.strip() if isinstance(original, str) and original.strip() else None, "image"))
     return rows
@@ -181,7 +177,7 @@ def read_figstep(path: PathLike) -> list[Example]:
         csv_path = path
         data_dir = path.parent.parent if path.parent.name == "question" else path.parent
     else:
-        data_dir = _first_dir(path, ("question/safebench.csv",), ("data/question/safebench.csv",), "figstep",
+        data_dir = first_dir(path, ("question/safebench.csv",), ("data/question/safebench.csv",), "figstep",
                               "a file 'question/safebench.csv'")
         csv_path = data_dir / "question" / "safebench.csv"
     images_dir = data_dir / "images" / ("SafeBench" if csv_path.stem.lower() == "safebench" else csv_path.stem)
@@ -200,7 +196,7 @@ def read_figstep(path: PathLike) -> list[Example]:
     for number, record in enumerate(records, start=2):  # line 1 is the header
         where = f"{csv_path}:{number}"
         name = f"query_{record['dataset']}_{record['category_id']}_{record['task_id']}_6"
-        image = _existing_image(images_dir, name, (".png",), where)
+        image = existing_image(images_dir, name, (".png",), where)
         question = (record.get("question") or "").strip()
         category = (record.get("category_name") or "").strip() or None
         rows.append(Example(FIGSTEP_PROMPT, 1, image, category, number, question or None, "image"))
@@ -220,7 +216,7 @@ def read_vlguard(path: PathLike) -> list[Example]:
             raise DatasetError(f"{path}: not a VLGuard copy (expected 'test.json' or 'train.json' in it or in data/)")
     else:
         json_path = path
-    items = _load_json(json_path)
+    items = load_json(json_path)
     if not isinstance(items, list):
         raise DatasetError(f"{json_path}: expected a JSON list of VLGuard entries, got {type(items).__name__}")
     image_roots = (json_path.parent / json_path.stem, json_path.parent)
@@ -258,48 +254,6 @@ def _vlguard_image(roots: tuple[Path, ...], relative: str, where: str) -> Path:
             return candidate
     raise DatasetError(f"{where}: image {relative!r} not found under {' or '.join(str(r) for r in roots)} "
                        "(unzip the images beside the JSON file)")
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _first_dir(path: Path, here: tuple[str, ...], below: tuple[str, ...], format: str, expected: str) -> Path:
-    """The folder at or under ``path`` that holds one of the ``here`` entries."""
-    for rel in here:
-        if (path / rel).exists():
-            return path
-    for rel in below:
-        if (path / rel).exists():
-            return path / Path(rel).parts[0]
-    raise DatasetError(f"{path}: not a {format} copy (expected {expected}, here or under data/)")
-
-
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DatasetError(f"{path}: not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from err
-
-
-def _text_field(item: dict, field: str, where: str) -> str:
-    value = item.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"{where}: expected a non-empty string field {field!r}")
-    return value.strip()
-
-
-def _existing_image(folder: Path, stem: str, suffixes: tuple[str, ...], where: str) -> Path:
-    for suffix in suffixes:
-        candidate = folder / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate.resolve()
-    raise DatasetError(f"{where}: image {folder / (stem + suffixes[0])} not found")
-
-
-def _id_key(qid: str) -> tuple[int, Any]:
-    return (0, int(qid)) if str(qid).isdigit() else (1, str(qid))
 
 
 def describe_formats() -> str:
