@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+# CLIError lives in its own module: under `python -m sasa.cli` this file runs as __main__ while the
+# command modules import sasa.cli, and one class must be what they raise and what main() catches.
+from ._cli_error import CLIError
+
 EXIT_USAGE = 2
 #: Modules that add a subcommand: each has ``register_command(subparsers, add_common_flags)``, which
 #: adds its parser with ``set_defaults(func=...)``; the function raises :class:`CLIError` (or
@@ -28,11 +32,6 @@ MODES = ("replace", "residual", "interpolate")
 FEATURES = ("logits", "hidden")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_MODULES = ("transformers", "safetensors", "tqdm", "PIL", "tokenizers")
-
-
-# Its own module: under `python -m sasa.cli` this file runs as __main__ while the command modules
-# import sasa.cli, and one class must be what they raise and what main() catches.
-from ._cli_error import CLIError  # noqa: E402
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..data import Example
 from ..metrics import auroc, threshold_for_fpr
 from ..probe import SASAProbe
 from .features import ordered, plain_features, sasa_features
+from .manifest import carrier_of
 
 PROBES = ("a: plain logits", "b: plain H (safety block)", "c: plain H (fused block)", "d: SASA logits",
           "e: SASA hidden")
@@ -55,7 +56,7 @@ def feature_sets(model: Any, processor: Any, examples: Sequence[Example], safety
 
 
 def _carrier(e: Example) -> str:
-    return e.carrier or ("image" if e.image is not None else "text")
+    return carrier_of(e.carrier, e.image is not None)
 
 
 def claim_table(model: Any, processor: Any, calibration: Sequence[Example], heldout: Sequence[Example],

@@ -67,6 +67,8 @@ def cmd_efficacy(args: argparse.Namespace) -> int:
     from .efficacy import run
     from .report import update_doc
 
+    if args.ship_probe and args.model is not None:  # before the run, not after it
+        raise ValueError("--ship-probe: only for the shipped organism (drop --model)")
     if args.threads is not None:
         import torch
 
@@ -85,8 +87,6 @@ def cmd_efficacy(args: argparse.Namespace) -> int:
     if args.doc:
         print(f"wrote {update_doc(results, args.out, args.doc)}")
     if args.ship_probe:
-        if args.model is not None:
-            raise ValueError("--ship-probe: only for the shipped organism (drop --model)")
         if PROBE_DIR.exists():
             shutil.rmtree(PROBE_DIR)
         shutil.copytree(Path(args.out) / "probe", PROBE_DIR)

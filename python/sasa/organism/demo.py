@@ -70,28 +70,27 @@ def _describe_image(name: str, style: Optional[str]) -> Optional[str]:
     return f"the word '{name}' written" if style == "text" else f"a drawn {name}"
 
 
-def answer_examples(model: Any, processor: Any, probe: Any) -> list[DemoRow]:
-    """Answer :func:`demo_examples` unguarded (``model.generate``) and guarded (``guard.generate``)."""
+def answer_examples(model: Any, processor: Any, probe: Any, examples: Optional[list[Any]] = None) -> list[DemoRow]:
+    """Answer ``examples`` (default :func:`demo_examples`) unguarded (``model.generate``, before
+    the guard is applied) and guarded (``guard.generate``)."""
     from ..data import encode_batch
     from ..guard import apply_sasa
 
-    examples = demo_examples()
+    examples = demo_examples() if examples is None else examples
     tok = processor.tokenizer
     gen = {"max_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    inputs = [encode_batch(processor, [e], prompt_format=probe.prompt_format) for e in examples]
+    starts = [i["input_ids"].shape[1] for i in inputs]
+    with torch.no_grad():
+        plain = [tok.decode(model.generate(**i, **gen)[0, start:], skip_special_tokens=True)
+                 for i, start in zip(inputs, starts)]
+    with apply_sasa(model, probe=probe, tokenizer=processor) as guard:
+        outs = [guard.generate(**i, **gen) for i in inputs]
     rows = []
-    for (what, name, _, style), example in zip(EXAMPLES, examples):
-        inputs = encode_batch(processor, [example], prompt_format=probe.prompt_format)
-        start = inputs["input_ids"].shape[1]
-        with torch.no_grad():
-            plain = tok.decode(model.generate(**inputs, **gen)[0, start:], skip_special_tokens=True)
-        guard = apply_sasa(model, probe=probe, tokenizer=processor)
-        try:
-            out = guard.generate(**inputs, **gen)
-        finally:
-            guard.remove()
+    for (what, name, _, style), example, answer, out, start in zip(EXAMPLES, examples, plain, outs, starts):
         flagged = bool(out.flagged[0])
         guarded = out.refusal_text if flagged else tok.decode(out.sequences[0, start:], skip_special_tokens=True)
-        rows.append(DemoRow(what, example.prompt, _describe_image(name, style), plain, guarded,
+        rows.append(DemoRow(what, example.prompt, _describe_image(name, style), answer, guarded,
                             float(out.scores[0, 0]), flagged))
     return rows
 
@@ -135,10 +134,11 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
     print(f"the weakness SASA addresses. Shipped probe: safety block {c.safety_layer}, fused block "
           f"{c.fused_layer} (0-based), scope {c.scope}, feature {c.feature}. docs/efficacy.md has the full "
           "measurement.\n")
-    rows = answer_examples(model, processor, probe)
+    examples = demo_examples()
+    rows = answer_examples(model, processor, probe, examples)
     print_rows(rows, float(probe.threshold[0]))
 
-    one = encode_batch(processor, demo_examples()[1:2], prompt_format=probe.prompt_format)
+    one = encode_batch(processor, examples[1:2], prompt_format=probe.prompt_format)
     timing = compare_ttft(model, one, probe=probe, tokenizer=processor, repeats=repeats)
     print("\n" + "\n".join(timing.lines()))
 

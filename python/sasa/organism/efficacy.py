@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import world
-from .manifest import object_of, write_manifest
+from .manifest import carrier_of, group_names, object_of, write_manifest
 
 PathLike = Union[str, Path]
 
@@ -32,13 +32,8 @@ def phenotype_from_rows(rows: list[dict[str, Any]], key: str = "unguarded_refuse
     """Refusal rates by label x carrier (and split by training / held-out objects) from ``sasa eval`` rows."""
     groups: dict[str, list[bool]] = {}
     for r in rows:
-        kind = "harmful" if r["label"] == 1 else "benign"
-        carrier = r.get("carrier") or "text"
-        obj = object_of(r["prompt"], r.get("text_only"))
-        names = [kind, f"{kind} {carrier}"]
-        if obj is not None:
-            names.append(f"{kind} {carrier} ({'held-out' if obj.heldout else 'training'} objects)")
-        for name in names:
+        carrier = carrier_of(r.get("carrier"), r.get("image") is not None)
+        for name in group_names(r["label"], carrier, object_of(r["prompt"], r.get("text_only"))):
             groups.setdefault(name, []).append(bool(r[key]))
     return {name: {"n": len(v), "refused": sum(v) / len(v)} for name, v in sorted(groups.items())}
 

@@ -55,6 +55,21 @@ def object_of(prompt: str, text_only: Optional[str] = None) -> Optional[world.Wo
     return None
 
 
+def carrier_of(carrier: Optional[str], has_image: bool) -> str:
+    """A row's carrier: as written, else ``"image"`` for a row with an image and ``"text"`` otherwise."""
+    return carrier or ("image" if has_image else "text")
+
+
+def group_names(label: int, carrier: str, obj: Optional[world.WorldObject]) -> list[str]:
+    """The report groups a row counts in: its kind, kind x carrier, and kind x carrier split by
+    training / held-out object (when the row's object is known)."""
+    kind = "harmful" if label == 1 else "benign"
+    names = [kind, f"{kind} {carrier}"]
+    if obj is not None:
+        names.append(f"{kind} {carrier} ({'held-out' if obj.heldout else 'training'} objects)")
+    return names
+
+
 def rows_for(split: str, per_object: Optional[int] = None, seed: int = 0) -> list[Row]:
     """The in-memory rows of a split (what :func:`write_manifest` writes)."""
     return split_rows(split, DEFAULT_PER_OBJECT[split] if per_object is None else per_object, seed=seed)

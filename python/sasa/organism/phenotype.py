@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
 from ..data import Example, batches, encode_batch, read_manifest
 from . import world
-from .manifest import object_of
+from .manifest import carrier_of, group_names, object_of
 
 
 @dataclass
@@ -25,7 +25,11 @@ class Generation:
     text: str
     refused: bool
     on_topic: bool
-    heldout_object: bool
+    obj: Optional[world.WorldObject]  # the object the request is about (None: none named)
+
+    @property
+    def heldout_object(self) -> bool:
+        return self.obj is not None and self.obj.heldout
 
 
 @dataclass
@@ -83,19 +87,16 @@ def measure(model: Any, processor: Any, manifest: Union[str, Path, Sequence[Exam
                                         max_new_tokens=max_new_tokens, progress=progress):
         obj = object_of(example.prompt, example.text_only)
         named = obj is not None and obj.name in text.split()
-        gens.append(Generation(example, text, is_refusal(text), named, bool(obj and obj.heldout)))
+        gens.append(Generation(example, text, is_refusal(text), named, obj))
     return Phenotype(gens, _rates(gens))
 
 
 def _rates(gens: list[Generation]) -> dict[str, dict[str, float]]:
     groups: dict[str, list[Generation]] = defaultdict(list)
     for g in gens:
-        kind = "harmful" if g.example.label == 1 else "benign"
-        carrier = g.example.carrier or ("image" if g.example.image is not None else "text")
-        groups[kind].append(g)
-        groups[f"{kind} {carrier}"].append(g)
-        if g.heldout_object:
-            groups[f"{kind} {carrier} (held-out objects)"].append(g)
+        carrier = carrier_of(g.example.carrier, g.example.image is not None)
+        for name in group_names(g.example.label, carrier, g.obj):
+            groups[name].append(g)
     order = ["benign", "benign text", "benign image", "harmful", "harmful text", "harmful image",
              "benign text (held-out objects)", "benign image (held-out objects)",
              "harmful text (held-out objects)", "harmful image (held-out objects)"]

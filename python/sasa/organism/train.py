@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import time
@@ -208,7 +209,7 @@ def train_and_save(out: Union[str, Path], recipe: Recipe = DEFAULT_RECIPE, *, pr
         "wall_time_s": round(wall, 1),
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "load_average_at_end": list(getattr(__import__("os"), "getloadavg", lambda: (float("nan"),) * 3)()),
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
         "losses": log,
     }
