@@ -29,7 +29,6 @@ format, one row per series and point), ``tp_table.txt``, ``tp_ttft.png`` and ``t
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

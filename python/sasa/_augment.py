@@ -8,7 +8,8 @@ Both scopes return the same thing: the pre-norm state after the last block at ea
 prompt position, ``[B, d]`` (the only position the probe reads).
 
 - ``scope="all"``: every prompt position is projected; the blocks run over the whole prompt with
-  no cache at all, so nothing is written anywhere.
+  no cache at all, so nothing is written anywhere; the last block only as far as the last
+  position needs (:mod:`sasa._last_block`).
 - ``scope="last"``: only each row's last prompt token is projected; it goes through the blocks
   alone (:class:`OneTokenPass`), attending to the normal pass's keys and values through
   :class:`SwappedKV`, which hands the attention ``keys`` with that row's last position replaced
@@ -31,6 +32,7 @@ import sasa_kernels as sk
 from . import _compat as compat
 from ._capture import NormalPass
 from ._fused_norm import FusedNormSlot, can_fuse_rmsnorm
+from ._last_block import last_block_at_last_position
 from ._one_token import SwappedKV, gather_seq, one_token_kwargs
 from .distributed._placement import real_device
 
@@ -70,6 +72,9 @@ class AugmentedPass:
         self.norm_offset = norm_offset
         self.llama_norm_numerics = llama_norm_numerics
         self._slot: Optional[FusedNormSlot] = None
+        #: scope="all": run the last block only at the last position (sasa._last_block); False
+        #: runs it over the whole prompt (the tests compare both).
+        self.last_block_one_token = True
 
     def install(self) -> None:
         norm = getattr(self.layers[self.safety_layer + 1], "input_layernorm", None)
@@ -106,10 +111,18 @@ class AugmentedPass:
         if scope == "last":
             return self.start(normal, last_pos).finish()
         h, normed = self._project(normal.hidden[self.safety_layer], normal.hidden[self.fused_layer])
-        for idx in range(self.safety_layer + 1, len(self.layers)):
+        last = len(self.layers) - 1
+        for idx in range(self.safety_layer + 1, last):
             h = self.call_block(idx, h, all_tokens_kwargs(normal.block_kwargs[idx]), normed)
             normed = None
-        return gather_seq(h, last_pos, -2)[:, 0]
+        if normed is not None or not self.last_block_one_token:  # (block s+1 is the last one)
+            h = self.call_block(last, h, all_tokens_kwargs(normal.block_kwargs[last]), normed)
+            return gather_seq(h, last_pos, -2)[:, 0]
+        block = self.layers[last]
+        h = last_block_at_last_position(
+            block, lambda x, kw: compat.block_output(block(x, **kw)), h, normal.block_kwargs[last], last_pos
+        )
+        return h[:, 0]
 
     def start(self, normal: NormalPass, last_pos: Tensor) -> "OneTokenPass":
         """The ``scope="last"`` pass, begun: projection and blocks ``s+1..f`` done (they need

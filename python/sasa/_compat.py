@@ -113,7 +113,8 @@ def forward_accepts(module: nn.Module, name: str) -> bool:
 
 
 def cache_argument(model: nn.Module) -> str:
-    """The name under which ``model.forward`` takes a cache: ``cache`` (newer) or ``past_key_values``."""
+    """The name under which ``model.forward`` (or a decoder block's) takes a cache: ``cache``
+    (newer) or ``past_key_values``."""
     return "cache" if forward_accepts(model, "cache") else "past_key_values"
 
 

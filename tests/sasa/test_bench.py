@@ -114,9 +114,9 @@ def test_guarded_cost_model_for_both_scopes(demo):
     for s in series:
         with s.session(model) as generate:
             time_generate(generate, inputs, 1, torch.device("cpu"), **generation_kwargs(model, 1))
-    share = (6 - 1 - 2) / 6
-    assert series[0].expected_ttft_ratio(100.0, 10.0) == pytest.approx(1 + share)
-    assert series[1].expected_ttft_ratio(100.0, 10.0) == pytest.approx(1 + share * 0.1)
+    # L=6, s=2; one decode step is 0.1 of a prefill
+    assert series[0].expected_ttft_ratio(100.0, 10.0) == pytest.approx(1 + (6 - 2 - 2) / 6 + 0.1 / 6)
+    assert series[1].expected_ttft_ratio(100.0, 10.0) == pytest.approx(1 + (6 - 1 - 2) / 6 * 0.1)
 
 
 def test_load_report_flags_a_busy_machine():

@@ -205,15 +205,16 @@ class Guarded(Series):
             guard.remove()
 
     def expected_ttft_ratio(self, base_ttft_ms: float, base_per_token_ms: float) -> float:
-        """``scope="all"``: ``1 + (L-1-s)/L`` (blocks ``s+1..L-1`` again over the prompt).
-        ``scope="last"``: ``1 + (L-1-s)/L * per_token / ttft`` (those blocks for one token per row,
-        about that share of one decode step)."""
+        """``scope="all"``: ``1 + (L-2-s)/L + 1/L * per_token / ttft`` (blocks ``s+1..L-2`` again
+        over the prompt, the last one for one token per row; its key/value projections over the
+        prompt are left out). ``scope="last"``: ``1 + (L-1-s)/L * per_token / ttft`` (blocks
+        ``s+1..L-1`` for one token per row, about that share of one decode step)."""
         if self._geometry is None:
             return float("nan")
         blocks, safety = self._geometry
-        share = (blocks - 1 - safety) / blocks
+        if not (base_ttft_ms > 0 and base_per_token_ms == base_per_token_ms):
+            return float("nan")
+        step = base_per_token_ms / base_ttft_ms  # one decode step, in prefills
         if self.scope == "all":
-            return 1.0 + share
-        if base_ttft_ms > 0 and base_per_token_ms == base_per_token_ms:
-            return 1.0 + share * base_per_token_ms / base_ttft_ms
-        return float("nan")
+            return 1.0 + (blocks - 2 - safety) / blocks + step / blocks
+        return 1.0 + (blocks - 1 - safety) / blocks * step
