@@ -103,6 +103,9 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(), "sasa_kernels": sk.__version__, "git": _git_version(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg": load_average(),
     }
+    # The backends automatic dispatch can use here, first choice first ("torch" alone on a CPU:
+    # the extension is not built, so the kernels are the PyTorch reference).
+    info["kernels"] = ",".join(sk.backends(info["device"])) or "?"
     try:
         import triton
 
@@ -117,10 +120,11 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
 
 
 def describe(info: Mapping[str, Any]) -> str:
-    """One line: machine, threads, versions, load average at the start."""
+    """One line: machine, threads, versions, the kernel backends available, load average at the start."""
     cuda = f", CUDA {info['cuda']}" if info.get("device") == "cuda" else ""
     return (f"{info['machine']}, threads={info['threads']}, torch {info['torch']}{cuda}, triton "
-            f"{info.get('triton') or 'absent'}, sasa_kernels {info['sasa_kernels']}+{info.get('git') or '?'}, "
+            f"{info.get('triton') or 'absent'}, sasa_kernels {info['sasa_kernels']}+{info.get('git') or '?'} "
+            f"(backends {info.get('kernels') or '?'}), "
             f"load average {info['loadavg']}")
 
 
