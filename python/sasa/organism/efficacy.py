@@ -20,12 +20,12 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from . import world
+from .._types import PathLike
 from .manifest import carrier_of, group_names, object_of, write_manifest
 
-PathLike = Union[str, Path]
 
 
 def phenotype_from_rows(rows: list[dict[str, Any]], key: str = "unguarded_refused") -> dict[str, dict[str, float]]:
