@@ -33,16 +33,8 @@ from . import _compat as compat
 from ._capture import NormalPass
 from ._fused_norm import FusedNormSlot, can_fuse_rmsnorm
 from ._last_block import last_block_at_last_position
-from ._one_token import SwappedKV, gather_seq, one_token_kwargs
+from ._one_token import SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
 from .distributed._placement import real_device
-
-
-def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A block's normal-pass arguments with the cache removed (scope='all' writes nowhere)."""
-    out = {name: (None if compat.is_cache(value) else value) for name, value in kwargs.items()}
-    if "use_cache" in out:
-        out["use_cache"] = False
-    return out
 
 
 class AugmentedPass:
@@ -118,11 +110,7 @@ class AugmentedPass:
         if normed is not None or not self.last_block_one_token:  # (block s+1 is the last one)
             h = self.call_block(last, h, all_tokens_kwargs(normal.block_kwargs[last]), normed)
             return gather_seq(h, last_pos, -2)[:, 0]
-        block = self.layers[last]
-        h = last_block_at_last_position(
-            block, lambda x, kw: compat.block_output(block(x, **kw)), h, normal.block_kwargs[last], last_pos
-        )
-        return h[:, 0]
+        return last_block_at_last_position(self.layers[last], h, normal.block_kwargs[last], last_pos)[:, 0]
 
     def start(self, normal: NormalPass, last_pos: Tensor) -> "OneTokenPass":
         """The ``scope="last"`` pass, begun: projection and blocks ``s+1..f`` done (they need

@@ -18,12 +18,12 @@ to one row, a block that never calls ``update``), the full block's output is use
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 from torch import Tensor
 
 from . import _compat as compat
-from ._one_token import SwappedKV, gather_seq, one_token_kwargs
+from ._one_token import SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
 
 
 class _KeysRecorded(Exception):
@@ -44,38 +44,28 @@ class _KeysOnly:
         return 0  # nothing is cached before this call
 
 
-def last_block_at_last_position(
-    block: Any,
-    call: Callable[[Tensor, dict[str, Any]], Tensor],
-    h: Tensor,
-    kwargs: dict[str, Any],
-    last_pos: Tensor,
-) -> Tensor:
+def last_block_at_last_position(block: Any, h: Tensor, kwargs: dict[str, Any], last_pos: Tensor) -> Tensor:
     """Block ``block``'s output at each row's last position, ``[B, 1, d]``.
 
-    ``call(h, kwargs)`` runs the block; ``kwargs`` are its normal-pass arguments (the normal pass's
-    cache, if it had one, is not touched: :class:`_KeysOnly` takes its place)."""
-    seq_len = h.shape[-2]
+    ``kwargs`` are the block's normal-pass arguments (the normal pass's cache, if it had one, is not
+    touched: :class:`_KeysOnly` takes its place)."""
+    def call(x: Tensor, kw: dict[str, Any]) -> Tensor:
+        return compat.block_output(block(x, **kw))
+
     cache_name = next((name for name, value in kwargs.items() if compat.is_cache(value)), None)
     cache_name = cache_name or compat.cache_argument(block)
-    base = {name: value for name, value in kwargs.items() if not compat.is_cache(value)}
-    if "use_cache" in base:
-        base["use_cache"] = False
+    base = all_tokens_kwargs(kwargs)
     keys_only = _KeysOnly()
     view = SwappedKV(keys_only.kv, last_pos)
     try:
-        one_token = one_token_kwargs({**base, cache_name: keys_only}, view, last_pos, seq_len)
-    except NotImplementedError:
-        one_token = None  # e.g. a 2-D mask (flash attention): only the full block can take it
-    full: Optional[Tensor] = None
-    if one_token is not None:
-        try:
-            full = call(h, {**base, cache_name: keys_only})
-        except _KeysRecorded:
-            pass
-    if one_token is None:
-        full = call(h, {**base, cache_name: None})
-    if full is not None:  # the block never called update (or could not take one row): read it off
+        one_token = one_token_kwargs({**base, cache_name: keys_only}, view, last_pos, h.shape[-2])
+    except NotImplementedError:  # e.g. a 2-D mask (flash attention): only the full block can take it
+        return gather_seq(call(h, {**base, cache_name: None}), last_pos, -2)
+    try:
+        full = call(h, {**base, cache_name: keys_only})
+    except _KeysRecorded:
+        pass
+    else:  # the block never called update: read its output off
         return gather_seq(full, last_pos, -2)
     one_token[cache_name] = view
     try:

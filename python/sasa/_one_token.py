@@ -71,6 +71,14 @@ def gather_seq(x: Tensor, pos: Tensor, seq_dim: int, batch_dim: Optional[int] = 
     return x.gather(seq_dim, index.expand(*expand_shape))
 
 
+def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A block's normal-pass arguments with the cache removed (scope='all' writes nowhere)."""
+    out = {name: (None if compat.is_cache(value) else value) for name, value in kwargs.items()}
+    if "use_cache" in out:
+        out["use_cache"] = False
+    return out
+
+
 def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, seq_len: int) -> dict[str, Any]:
     """A block's normal-pass arguments, restricted to each row's last prompt token."""
     out: dict[str, Any] = {}

@@ -76,7 +76,7 @@ def test_falls_back_to_the_full_block_when_the_block_never_calls_update():
     h = torch.randn(2, 5, 3)
     pos = torch.tensor([4, 2])
     block = NoAttention()
-    out = _last_block.last_block_at_last_position(block, lambda x, kw: block(x, **kw), h, {}, pos)
+    out = _last_block.last_block_at_last_position(block, h, {}, pos)
     assert calls == [5]  # one full call, no one-token call
     want = torch.stack([h[0, 4] * 2 + 4, h[1, 2] * 2 + 2])[:, None]
     assert torch.equal(out, want)
@@ -94,6 +94,6 @@ def test_a_mask_it_cannot_restrict_runs_the_full_block():
     pos = torch.tensor([4, 4])
     block = Block()
     flash_mask = torch.ones(2, 5, dtype=torch.long)  # 2-D: what flash attention gets
-    out = _last_block.last_block_at_last_position(block, lambda x, kw: block(x, **kw), h, {"attention_mask": flash_mask}, pos)
+    out = _last_block.last_block_at_last_position(block, h, {"attention_mask": flash_mask}, pos)
     assert calls == [(5, None)]
     assert torch.equal(out, h[:, 4:5] + 1)
