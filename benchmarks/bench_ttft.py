@@ -13,11 +13,11 @@ memory, then at least ``rounds`` rounds; each call generates ``new_tokens`` toke
 - ``sasa-all``, ``sasa-last``: ``guard.generate`` with ``scope="all"`` / ``"last"``, eager; the
   guard is applied before and removed after each call, untimed, with a probe that never fires, so
   every row generates every token;
+- ``sasa-last-compiled``: ``scope="last"`` with ``compile_augmented=True`` (blocks ``s+2..L-1`` of
+  the augmented token as one ``torch.compile`` graph, after the forward); the warm-up round
+  compiles, and a second prompt shape recompiles once with dynamic shapes (in its warm-up too);
 - ``two-pass``: the naive method (``_two_pass.py``): a second full forward with block ``s``'s
   output replaced by the projection.
-
-A compiled ``scope="last"`` variant goes into :data:`SERIES` as one more entry once the guard
-offers it (``Guarded(config.replace(<its flag>), name="sasa-last-compiled")``).
 
 Models (random weights: timing does not depend on them; built from configs, nothing downloaded):
 ``llama-mid`` hidden 1024, 16 blocks, vocab 32000, safety block 7, fused block 9; ``llava-mid`` the
@@ -126,6 +126,8 @@ SERIES: dict[str, Callable[[ModelSpec], Any]] = {
     "unguarded": lambda spec: Unguarded(),
     "sasa-all": lambda spec: Guarded(SASAConfig(spec.safety, spec.fused, scope="all")),
     "sasa-last": lambda spec: Guarded(SASAConfig(spec.safety, spec.fused, scope="last")),
+    "sasa-last-compiled": lambda spec: Guarded(SASAConfig(spec.safety, spec.fused, scope="last", compile_augmented=True),
+                                               name="sasa-last-compiled"),
     "two-pass": lambda spec: TwoPass(spec.safety, spec.fused),
 }
 

@@ -18,7 +18,9 @@ prompt position, ``[B, d]`` (the only position the probe reads).
   gathered per row (so right padding and Qwen2-VL's 3-D rope positions come out right). The
   pass can run after the normal forward, or ride along inside it: block ``j > f`` right after
   the normal pass leaves block ``j``, while that block's weights are still in cache
-  (:meth:`AugmentedPass.start`). The normal tokens' computation is the same either way.
+  (:meth:`AugmentedPass.start`). The normal tokens' computation is the same either way. With
+  ``compile_augmented`` (:mod:`sasa._compiled_pass`) it runs after the forward, blocks ``s+2..L-1``
+  as one compiled graph.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sasa_kernels as sk
 
 from . import _compat as compat
 from ._capture import NormalPass
+from ._compiled_pass import CompiledBlocks
 from ._fused_norm import FusedNormSlot, can_fuse_rmsnorm
 from ._last_block import last_block_at_last_position
 from ._one_token import SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
@@ -67,6 +70,8 @@ class AugmentedPass:
         #: scope="all": run the last block only at the last position (sasa._last_block); False
         #: runs it over the whole prompt (the tests compare both).
         self.last_block_one_token = True
+        #: scope="last" with compile_augmented: blocks s+2..L-1 through one compiled graph.
+        self.compiled: Optional[CompiledBlocks] = None
 
     def install(self) -> None:
         norm = getattr(self.layers[self.safety_layer + 1], "input_layernorm", None)
@@ -144,8 +149,11 @@ class OneTokenPass:
         self._view = SwappedKV(normal.kv, last_pos)
         self.h, normed = augment._project(hs, hf)
         self.next_block = s + 1
-        while self.next_block <= f:
-            self.step(self.next_block, normed if self.next_block == s + 1 else None)
+        self.step(s + 1, normed)
+        # Compiled, the rest runs in finish(): block s+1 stays eager (its fused input norm is
+        # handed over through a ContextVar, which dynamo cannot trace).
+        while augment.compiled is None and self.next_block <= f:
+            self.step(self.next_block)
 
     def step(self, idx: int, normed: Optional[Tensor] = None) -> None:
         """Run block ``idx`` (the next one) on the token; needs the normal pass's record of it."""
@@ -164,6 +172,19 @@ class OneTokenPass:
 
     def finish(self) -> Tensor:
         """Run the remaining blocks; the pre-norm state after the last block, ``[B, d]``."""
+        if self.augment.compiled is not None and not self.done:
+            self._run_compiled(self.augment.compiled)
         while not self.done:
             self.step(self.next_block)
         return self.h[:, 0]
+
+    def _run_compiled(self, compiled: CompiledBlocks) -> None:
+        indices = range(self.next_block, len(self.augment.layers))
+        kwargs = [one_token_kwargs(self.normal.block_kwargs[i], self._view, self.last_pos, self._seq_len) for i in indices]
+        try:
+            h = compiled.run([self.augment.layers[i] for i in indices], self.h, kwargs, self._view)
+        finally:
+            self._view.restore()
+        if h is not None:  # else it could not compile: finish() steps eagerly
+            self.h = h
+            self.next_block = len(self.augment.layers)

@@ -40,6 +40,11 @@ class SASAConfig:
         threshold: a probability ``p >= threshold`` flags the row; in ``[0, 1]``.
         refusal_text: what a flagged row answers.
         fail_closed: a NaN or failed score flags the row (``False``: it passes, with a log line).
+        compile_augmented: ``scope="last"`` only: run the augmented token's blocks ``s+2..L-1`` as
+            one ``torch.compile`` graph after the normal forward, instead of eagerly block by block
+            inside it (:mod:`sasa._compiled_pass`). The first call of each new shape compiles
+            (seconds); if compiling fails, the guard logs a warning and runs the pass eagerly. Scores
+            agree with the eager pass to rounding, not bit for bit. Not part of a probe's identity.
     """
 
     safety_layer: int
@@ -52,6 +57,7 @@ class SASAConfig:
     threshold: float = 0.5
     refusal_text: str = "I'm sorry, but I can't help with that."
     fail_closed: bool = True
+    compile_augmented: bool = False
 
     def __post_init__(self) -> None:
         for name in ("safety_layer", "fused_layer"):
@@ -81,6 +87,10 @@ class SASAConfig:
             raise TypeError(f"refusal_text: expected a str, got {type(self.refusal_text).__name__}")
         if not isinstance(self.fail_closed, bool):
             raise TypeError(f"fail_closed: expected a bool, got {self.fail_closed!r}")
+        if not isinstance(self.compile_augmented, bool):
+            raise TypeError(f"compile_augmented: expected a bool, got {self.compile_augmented!r}")
+        if self.compile_augmented and self.scope != "last":
+            raise ValueError(f"compile_augmented: compiles the scope='last' pass only; this config has scope={self.scope!r}")
         for name in ("coef", "eps", "threshold"):  # numpy scalars in, plain floats stored (JSON, hashing)
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("safety_layer", "fused_layer"):

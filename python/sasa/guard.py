@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from . import _compat as compat
 from ._augment import AugmentedPass
+from ._compiled_pass import CompiledBlocks
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
 from ._generate import PrefillDecision, PrefillHook, SASAGenerateOutput, guarded_generate
 from ._generate_patch import GeneratePatch
@@ -68,9 +69,12 @@ class SASAGuard:
             self._layers, config.safety_layer, config.fused_layer, config.mode, config.coef, config.eps,
             resolved.family.norm_offset, resolved.family.llama_norm_numerics,
         )
+        if config.compile_augmented:
+            self._augment.compiled = CompiledBlocks()
         s, f = config.safety_layer, config.fused_layer
-        # scope="last" rides along inside the normal forward (sasa._ride); scope="all" runs after it.
-        self._ride = config.scope == "last"
+        # scope="last" rides along inside the normal forward (sasa._ride); scope="all" and the
+        # compiled pass (one graph for its blocks) run after it.
+        self._ride = config.scope == "last" and not config.compile_augmented
         self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1, notify_from=f if self._ride else None)
         self._prefill = PrefillHook(model)
         self._augment.install()

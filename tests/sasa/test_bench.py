@@ -174,8 +174,17 @@ def test_sasa_bench_takes_the_layers_from_the_probe(demo, demo_dir, tmp_path):
     assert {(r["safety_layer"], r["fused_layer"], r["feature"]) for r in rows} == {("1", "3", "hidden")}
 
 
+def test_sasa_bench_times_the_compiled_pass(demo_dir, tmp_path):
+    rc = main(["bench", "--model", str(demo_dir), "--prompt-lengths", "6", "--scopes", "last,last-compiled",
+               "--rounds", "1", "--new-tokens", "2", "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 0
+    rows = _rows(tmp_path / "out" / "bench.csv")
+    assert {r["series"] for r in rows} == {"unguarded", "sasa-last", "sasa-last-compiled"}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--rounds", "0"], "--rounds"),
+    (["--scopes", "last-compiled", "--warmup", "0"], "warm-up"),
     (["--safety-layer", "4", "--fused-layer", "2"], "safety_layer"),
     (["--safety-layer", "2", "--fused-layer", "9"], "fused_layer"),
 ])

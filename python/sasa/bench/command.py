@@ -30,11 +30,15 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+#: ``--scopes`` values: ``last-compiled`` is ``scope="last"`` with ``compile_augmented=True``.
+SCOPE_CHOICES = ("all", "last", "last-compiled")
+
+
 def _scopes(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in ("all", "last")]
+    bad = [v for v in values if v not in SCOPE_CHOICES]
     if bad or not values:
-        raise argparse.ArgumentTypeError(f"expected a comma list of all, last; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(SCOPE_CHOICES)}; got {text!r}")
     return list(dict.fromkeys(values))
 
 
@@ -48,7 +52,9 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
                    help="prompt lengths in tokens (default: 64,256)")
     p.add_argument("--batch", type=_int_list, default=[1], metavar="B,B",
                    help="batch sizes to time (default: 1)")
-    p.add_argument("--scopes", type=_scopes, default=["all", "last"], help="scopes to time (default: all,last)")
+    p.add_argument("--scopes", type=_scopes, default=["all", "last"],
+                   help="scopes to time, out of all, last, last-compiled (scope last with compile_augmented: "
+                        "the warm-up round compiles) (default: all,last)")
     p.add_argument("--safety-layer", type=int, help="0-based block s without --probe (default: 13/32 of the depth)")
     p.add_argument("--fused-layer", type=int, help="0-based block f > s without --probe (default: s + 2)")
     p.add_argument("--feature", choices=("logits", "hidden"), default="logits",
@@ -84,6 +90,8 @@ def run_command(args: argparse.Namespace) -> int:
             raise CLIError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise CLIError(f"--warmup: expected >= 0, got {args.warmup}")
+    if args.warmup < 1 and "last-compiled" in args.scopes:
+        raise CLIError("--warmup: --scopes last-compiled needs a warm-up round (>= 1): its first call compiles")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError(f"--device: {args.device} requested but no CUDA device is available")
     model, processor = load_model(args.model, args.device, args.dtype)
@@ -100,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from err
         where = "defaults" if args.safety_layer is None and args.fused_layer is None else "flags"
-    series = [Unguarded()] + [Guarded(base.replace(scope=scope), tokenizer=processor) for scope in args.scopes]
+    series = [Unguarded()] + [_guarded(base, scope, processor) for scope in args.scopes]
     points = []
     for batch in args.batch:
         for length in args.prompt_lengths:
@@ -142,3 +150,13 @@ def run_command(args: argparse.Namespace) -> int:
         note = "" if png else " (no plot: matplotlib is not installed)"
         print(f"wrote {out / 'bench.csv'}, {out / 'bench.txt'}" + (f", {png}" if png else "") + note)
     return 0
+
+
+def _guarded(base: Any, scope: str, processor: Any) -> Any:
+    """The ``--scopes`` entry ``scope`` as a series (``base``: the probe's or the flags' config)."""
+    from .series import Guarded
+
+    if scope == "last-compiled":
+        return Guarded(base.replace(scope="last", compile_augmented=True), tokenizer=processor,
+                       name="sasa-last-compiled")
+    return Guarded(base.replace(scope=scope, compile_augmented=False), tokenizer=processor)
