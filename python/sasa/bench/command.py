@@ -83,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .interleave import Point, measure
     from .prompts import synthetic_inputs
     from .report import format_table, plot_records, summarize, write_csv
-    from .series import PASSING_BIAS, Guarded, Unguarded
+    from .series import PASSING_BIAS, Unguarded
 
     for name in ("new_tokens", "rounds"):
         if getattr(args, name) < 1:
