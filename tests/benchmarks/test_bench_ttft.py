@@ -19,12 +19,13 @@ def test_bench_ttft_tiny_llama_writes_every_series(tmp_path):
     rc = B.main(["--grid", "tiny", "--models", "llama-tiny", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     rows = _rows(tmp_path / "ttft.csv")
-    assert [r["series"] for r in rows] == ["unguarded", "sasa-all", "sasa-last", "two-pass"]
+    assert [r["series"] for r in rows] == ["unguarded", "sasa-all", "sasa-last", "sasa-last-compiled", "two-pass"]
     by = {r["series"]: r for r in rows}
     assert float(by["unguarded"]["ttft_ratio"]) == 1.0
     step = float(by["unguarded"]["per_token_ms"]) / float(by["unguarded"]["ttft_ms"])  # L=4, s=1
     assert float(by["sasa-all"]["expected_ttft_ratio"]) == pytest.approx(1 + (4 - 2 - 1) / 4 + step / 4, rel=1e-4)
     assert float(by["two-pass"]["expected_ttft_ratio"]) == 2.0
+    assert by["sasa-last-compiled"]["expected_ttft_ratio"] == by["sasa-last"]["expected_ttft_ratio"]  # same work
     for r in rows:
         assert float(r["ttft_ms"]) > 0 and float(r["per_token_ms"]) > 0 and r["peak_mib"] != ""
         assert r["model"] == "llama-tiny" and r["prompt_len"] == "16" and r["machine"]
