@@ -14,8 +14,8 @@ memory, then at least ``rounds`` rounds; each call generates ``new_tokens`` toke
   guard is applied before and removed after each call, untimed, with a probe that never fires, so
   every row generates every token;
 - ``sasa-last-compiled``: ``scope="last"`` with ``compile_augmented=True`` (blocks ``s+2..L-1`` of
-  the augmented token as one ``torch.compile`` graph, after the forward); the warm-up round
-  compiles, and a second prompt shape recompiles once with dynamic shapes (in its warm-up too);
+  the augmented token as one ``torch.compile`` graph with dynamic shapes, after the forward); each
+  point's warm-up round takes any compile (batch 1 and larger batches get one graph each);
 - ``two-pass``: the naive method (``_two_pass.py``): a second full forward with block ``s``'s
   output replaced by the projection.
 

@@ -1,6 +1,6 @@
 """``scope="last"`` compiled: the one-token pass's blocks as one ``torch.compile`` graph (opt-in).
 
-With :attr:`sasa.SASAConfig.compile_augmented`, blocks ``s+1..L-1`` run for the augmented token
+With :attr:`sasa.SASAConfig.compile_augmented`, blocks ``s+2..L-1`` run for the augmented token
 as one compiled function instead of one eager block call at a time (docs/method.md section 4).
 One token per row through 16+ blocks is launch- and interpreter-bound on a GPU; the compiled graph
 removes the Python between kernels and fuses the small ones. It runs after the normal forward
@@ -72,7 +72,7 @@ class CompiledBlocks:
         try:
             out = self._compiled(list(blocks), h, list(kwargs), view)
         except _COMPILE_FAILURES as err:
-            view.restore()  # nothing ran under fullgraph, so nothing was swapped; kept as a guarantee
+            # Nothing ran under fullgraph, so nothing was swapped (the caller restores the view anyway).
             self.failure = f"{type(err).__name__}: {_first_line(err)}"
             logger.warning(
                 "sasa: compile_augmented: the augmented pass could not be compiled (%s); it runs eagerly "

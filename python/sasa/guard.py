@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from . import _compat as compat
 from ._augment import AugmentedPass
-from ._compiled_pass import CompiledBlocks
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
+from ._compiled_pass import CompiledBlocks
 from ._generate import PrefillDecision, PrefillHook, SASAGenerateOutput, guarded_generate
 from ._generate_patch import GeneratePatch
 from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
