@@ -98,6 +98,14 @@ PYBIND11_MODULE(_C, m) {
         "sasa::_compiled_project_rmsnorm on [..., d] rows; returns (out, out_normed)", py::arg("hs"),
         py::arg("hf"), py::arg("norm_weight"), py::arg("a"), py::arg("b"), py::arg("eps"), py::arg("norm_eps"),
         py::arg("weight_offset"), py::arg("out") = py::none(), py::arg("out_normed") = py::none());
+  m.def("project_if_plain", &sasa::entry::project_if_plain,
+        "project() for plain CPU rows the validator accepts as they are; None otherwise (entry.h)", py::arg("hs"),
+        py::arg("hf"), py::arg("a"), py::arg("b"), py::arg("eps"), py::arg("out") = py::none());
+  m.def("project_rmsnorm_if_plain", &sasa::entry::project_rmsnorm_if_plain,
+        "project_rmsnorm() for plain CPU rows the validator accepts as they are; None otherwise (entry.h)",
+        py::arg("hs"), py::arg("hf"), py::arg("norm_weight"), py::arg("a"), py::arg("b"), py::arg("eps"),
+        py::arg("norm_eps"), py::arg("weight_offset"), py::arg("out") = py::none(),
+        py::arg("out_normed") = py::none());
   m.def("probe", &sasa::entry::probe,
         "sasa::_compiled_probe; hidden [B, T, d], or [B, d] without positions; returns out [B, C]",
         py::arg("hidden"), py::arg("positions"), py::arg("weight"), py::arg("bias"), py::arg("norm_weight"),

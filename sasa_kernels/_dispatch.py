@@ -38,6 +38,9 @@ _registry: dict[str, Backend] = {}
 _forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("sasa_backend", default=None)
 _logged: set[tuple[str, str, str]] = set()
 _selected: dict[tuple[torch.device, torch.dtype, Optional[str]], Backend] = {}
+#: [the backend :func:`fast_cpu_backend` offers, or None] once found; emptied on registration.
+_fast_cpu: list[Optional[Backend]] = []
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # os.environ.get encodes the key and decodes the value on every call (0.6 us here, as long as a
 # small kernel); os.environ keeps its contents in this dict (CPython, PyPy), which setting or
@@ -61,6 +64,7 @@ def register_backend(backend: Backend) -> None:
     """Make ``backend`` known to dispatch (a later registration with the same name replaces it)."""
     _registry[backend.name] = backend
     _selected.clear()
+    _fast_cpu.clear()
 
 
 def known_backends() -> tuple[str, ...]:
@@ -125,6 +129,37 @@ def select(device: torch.device, dtype: torch.dtype) -> Backend:
     if backend is None:
         backend = _selected[key] = _resolve(device.type, dtype, name)
     return backend
+
+
+def fast_cpu_backend() -> Optional[Backend]:
+    """The backend whose fast CPU entries (``project_if_plain``, ...: :class:`.backends.base.Backend`)
+    the public functions may try first: the one :func:`select` picks for every float16, bfloat16
+    and float32 CPU call under the current forcing, when it has them; else ``None``.
+
+    The entries decline everything but plain CPU tensors of those dtypes, so a call they run is one
+    :func:`select` would have sent to this backend.
+    """
+    name = _forced.get()
+    if name is None:
+        name = _environment_backend()
+    if not _fast_cpu:
+        _fast_cpu.append(_find_fast_cpu())
+    backend = _fast_cpu[0]
+    if backend is None or (name is not None and name != backend.name):
+        return None
+    return backend
+
+
+def _find_fast_cpu() -> Optional[Backend]:
+    for backend in _registry.values():
+        if backend.project_if_plain is None or backend.unavailable_reason("cpu") is not None:
+            continue
+        try:
+            if all(_resolve("cpu", dtype, None) is backend for dtype in _KERNEL_DTYPES):
+                return backend
+        except BackendUnavailableError:
+            pass
+    return None
 
 
 def _resolve(device_type: str, dtype: torch.dtype, name: Optional[str]) -> Backend:

@@ -123,6 +123,28 @@ def _check_norm_weight(norm_weight: object, ref_name: str, ref: Tensor, d: int) 
 # --- the ops ---------------------------------------------------------------------------------------
 
 
+def plain_project_scalars(mode: object, coef: object, eps: object) -> bool:
+    """Whether :func:`check_project` accepts these scalars as they are (the common case, quickly).
+
+    ``False`` decides nothing: the full check then accepts or raises.
+    """
+    return (
+        type(mode) is str and mode in MODES and type(coef) is float and -FP32_MAX <= coef <= FP32_MAX
+        and type(eps) is float and FP32_TINY <= eps <= FP32_MAX
+    )
+
+
+def plain_project_rmsnorm_scalars(
+    mode: object, coef: object, eps: object, norm_eps: object, weight_offset: object,
+) -> bool:
+    """:func:`plain_project_scalars` for :func:`check_project_rmsnorm`."""
+    return (
+        plain_project_scalars(mode, coef, eps)
+        and type(norm_eps) is float and FP32_TINY <= norm_eps <= FP32_MAX
+        and type(weight_offset) is float and -FP32_MAX <= weight_offset <= FP32_MAX
+    )
+
+
 def check_project(hs: object, hf: object, mode: object, coef: object, eps: object) -> None:
     # The common case in straight-line code (about 0.5 us); anything unusual falls through to
     # the checks below, which raise the precise error or accept it (NumPy scalars, ...).
@@ -130,9 +152,7 @@ def check_project(hs: object, hf: object, mode: object, coef: object, eps: objec
         shape = hs.shape
         if (
             shape and shape[-1] and shape == hf.shape and hs.dtype in _FLOAT_SET and hf.dtype == hs.dtype
-            and hf.device == hs.device and type(mode) is str and mode in MODES
-            and type(coef) is float and -FP32_MAX <= coef <= FP32_MAX
-            and type(eps) is float and FP32_TINY <= eps <= FP32_MAX
+            and hf.device == hs.device and plain_project_scalars(mode, coef, eps)
         ):
             return
     hs = _float_tensor("hs", hs)

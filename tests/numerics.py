@@ -73,10 +73,11 @@ def _nan(t: torch.Tensor) -> torch.Tensor:
 
 def _poisoning(name: str, method: Callable) -> Callable:
     # The backend contract (sasa_kernels.backends.base): outputs passed as out=... are written.
-    if name == "project":
+    # The fast CPU entries (*_if_plain) take the same arguments and outputs.
+    if name in ("project", "project_if_plain"):
         def poisoned(hs, hf, a, b, eps, out=None):
             return method(hs, hf, a, b, eps, out=_nan(empty_rows(hs) if out is None else out))
-    elif name == "project_rmsnorm":
+    elif name in ("project_rmsnorm", "project_rmsnorm_if_plain"):
         def poisoned(hs, hf, norm_weight, a, b, eps, norm_eps, weight_offset, out=None, out_normed=None):
             out = _nan(empty_rows(hs) if out is None else out)
             out_normed = _nan(empty_rows(hs) if out_normed is None else out_normed)
@@ -93,8 +94,10 @@ def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     fails the test: each registered backend is given NaN-filled output buffers instead of
     allocating its own, until ``monkeypatch`` is undone."""
     for backend in _dispatch._registry.values():
-        for name in ("project", "project_rmsnorm", "probe"):
-            monkeypatch.setattr(backend, name, _poisoning(name, getattr(backend, name)))
+        for name in ("project", "project_rmsnorm", "probe", "project_if_plain", "project_rmsnorm_if_plain"):
+            method = getattr(backend, name)
+            if method is not None:
+                monkeypatch.setattr(backend, name, _poisoning(name, method))
 
 
 @pytest.fixture

@@ -221,6 +221,8 @@ void project_impl(const at::Tensor& hs, const at::Tensor& hf, const at::Tensor& 
   });
 }
 
+}  // namespace
+
 void project_cpu(const at::Tensor& hs, const at::Tensor& hf, const at::Tensor& out, double a,
                  double b, double eps) {
   constexpr const char* op = "sasa::_compiled_project";
@@ -245,6 +247,8 @@ void project_rmsnorm_cpu(const at::Tensor& hs, const at::Tensor& hf, const at::T
 
 // ---------------------------------------------------------------------------------------------
 // probe
+
+namespace {
 
 template <Dtype kD, Dtype kWeight>
 void probe_impl(const at::Tensor& hidden, const std::optional<at::Tensor>& positions,
@@ -326,6 +330,8 @@ void probe_impl(const at::Tensor& hidden, const std::optional<at::Tensor>& posit
   });
 }
 
+}  // namespace
+
 void probe_cpu(const at::Tensor& hidden, const std::optional<at::Tensor>& positions,
                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                const std::optional<at::Tensor>& norm_weight, const at::Tensor& out, double norm_eps,
@@ -345,8 +351,6 @@ void probe_cpu(const at::Tensor& hidden, const std::optional<at::Tensor>& positi
     }
   });
 }
-
-}  // namespace
 
 const char* capability_name() {
   const char* name = portable::Kernels::kName;

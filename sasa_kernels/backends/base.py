@@ -77,6 +77,14 @@ class Backend:
         """``None`` when usable on ``device_type`` (``"cpu"``, ``"cuda"``), else why not."""
         raise NotImplementedError
 
+    #: Optional fast entries for CPU (the ``cpp`` backend has them; ``None`` elsewhere): the same
+    #: signatures as :meth:`project` / :meth:`project_rmsnorm`, returning ``None`` unless every
+    #: tensor is a plain CPU tensor the op layer's validator accepts as it is. The public
+    #: functions call them before validating (:mod:`sasa_kernels._api`), which spares them reading
+    #: shapes, dtypes and devices in Python; on ``None`` the call takes the validated path.
+    project_if_plain = None
+    project_rmsnorm_if_plain = None
+
     def project(self, hs: Tensor, hf: Tensor, a: float, b: float, eps: float, out: Optional[Tensor] = None) -> Tensor:
         raise NotImplementedError
 

@@ -10,7 +10,9 @@ Both run the out-variant ops that the extension ``sasa_kernels._C`` registers (`
 
 through the extension's direct entry points ``_C.project`` / ``_C.project_rmsnorm`` / ``_C.probe``
 (``csrc/entry.h``: they make the ``[N, d]`` views in C++ and call the same ops through the C++
-dispatcher, which sends each to the CPU or the CUDA kernel by the tensors' device). They are
+dispatcher, which sends each to the CPU or the CUDA kernel by the tensors' device; a plain CPU
+call goes to the CPU kernel directly). ``cpp`` also has the fast entries ``project_if_plain`` /
+``project_rmsnorm_if_plain`` (see :class:`.base.Backend`). They are
 distinct from the public ``torch.ops.sasa.project`` etc., which choose a backend at call time.
 
 :func:`register` (called by :func:`sasa_kernels.backends.register_builtin_backends`) registers
@@ -99,6 +101,11 @@ class CppBackend(_CompiledBackend):
 
     name = "cpp"
     device_type = "cpu"
+
+    def __init__(self, extension) -> None:
+        super().__init__(extension)
+        self.project_if_plain = extension.project_if_plain
+        self.project_rmsnorm_if_plain = extension.project_rmsnorm_if_plain
 
 
 class CudaBackend(_CompiledBackend):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sasa_kernels as sk
-from sasa_kernels import _ops
+from sasa_kernels import _dispatch, _ops
 
 FP32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.1754944e-38
 FP32_MAX = float(torch.finfo(torch.float32).max)
@@ -19,6 +19,18 @@ def no_kernel_may_run(monkeypatch):
         raise AssertionError("a backend was selected although the input is invalid")
 
     monkeypatch.setattr(_ops, "select", forbidden)
+    # The fast CPU entries run before validation: each must decline (None) every invalid call.
+    for backend in _dispatch._registry.values():
+        for name in ("project_if_plain", "project_rmsnorm_if_plain"):
+            real = getattr(backend, name)
+            if real is not None:
+                def must_decline(*args, _real=real, _name=name, **kwargs):
+                    out = _real(*args, **kwargs)
+                    if out is not None:
+                        raise AssertionError(f"{_name} ran a kernel although the input is invalid")
+                    return out
+
+                monkeypatch.setattr(backend, name, must_decline)
 
 
 D = 8

@@ -101,8 +101,9 @@ def test_dispatch_reaches_cpp_and_torch_can_still_be_forced(monkeypatch):
 
     backend = _dispatch._registry["cpp"]
     calls = []
-    real = backend.project
-    monkeypatch.setattr(backend, "project", lambda *args, **kw: (calls.append(1), real(*args, **kw))[1])
+    for name in ("project", "project_if_plain"):  # the validated path and the fast CPU entry
+        real = getattr(backend, name)
+        monkeypatch.setattr(backend, name, lambda *args, _real=real, **kw: (calls.append(1), _real(*args, **kw))[1])
     hs, hf = _rand((2, 16), torch.float32, "cpu", 0), _rand((2, 16), torch.float32, "cpu", 1)
     sk.project(hs, hf)
     assert calls == [1]
