@@ -1,7 +1,7 @@
 """The generations behind ``sasa eval``: the same batches, guarded and unguarded, one row per input.
 
 Both runs use the same batches (:func:`sasa.data.batches`) and the same ``generate`` keyword
-arguments, so a passed row's guarded tokens must equal its unguarded ones (SASA.md section 5).
+arguments, so a passed row's guarded tokens must equal its unguarded ones (docs/method.md section 5).
 The guarded run comes first; the unguarded run happens after :meth:`SASAGuard.remove`, so it is
 the plain model's ``generate``.
 """

@@ -24,8 +24,23 @@ from torch import Tensor, nn
 from . import _compat as compat
 from ._capture import GuardPart
 from ._refusal import HeldStreamer, blank_step_outputs, write_refusals
+from .metrics import flag_rows
 
 logger = logging.getLogger("sasa")
+
+
+def decide(probs: Tensor, probe: Any, config: Any) -> Tensor:
+    """Flagged rows ``[B]`` bool: any probe at or over its threshold (the probe's, else the config's),
+    and a NaN score (a failed or uncomputable one) flagged unless ``config.fail_closed`` is False,
+    with a warning naming the rows either way."""
+    threshold = probe.threshold if probe.threshold is not None else torch.tensor(config.threshold)
+    flagged = flag_rows(probs, threshold.to(probs.device), fail_closed=config.fail_closed)
+    nan = torch.isnan(probs).any(dim=1)
+    if bool(nan.any()):
+        rows = nan.nonzero().flatten().tolist()
+        outcome = "flagged (fail_closed=True)" if config.fail_closed else "passed (fail_closed=False)"
+        logger.warning("sasa: NaN score for row(s) %s; %s", rows, outcome)
+    return flagged
 
 
 @dataclass

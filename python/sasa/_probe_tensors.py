@@ -120,7 +120,7 @@ def check_thresholds(name: str, thresholds: Tensor) -> None:
 def fold_into_hidden(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
     """``w . (W z + b_lm) + c == (W^T w) . z + (w . b_lm + c)``: the logits probe in hidden space.
 
-    Exact for a linear head (SASA.md section 5); the vocabulary-size matmul then happens once here,
+    Exact for a linear head (docs/method.md section 5); the vocabulary-size matmul then happens once here,
     not per request. Computed in float32.
     """
     head_weight = head.weight.detach().float()  # [V, d]

@@ -1,4 +1,4 @@
-"""``SASAConfig``: which layers, how to project, how to read and decide (SASA.md sections 3-5)."""
+"""``SASAConfig``: which layers, how to project, how to read and decide (docs/method.md sections 3-5)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from ._prompt_format import PromptFormat
 from ._types import PathLike
@@ -153,6 +153,25 @@ def encode_batch(
     if device is not None:
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     return batch
+
+
+def encode_prompts(
+    processor: Any, prompts: Union[str, Sequence[str]], images: Any = None, *,
+    prompt_format: Optional[PromptFormat] = None, device: Any = None,
+) -> dict[str, Any]:
+    """:func:`encode_batch` for a prompt or a list of prompts, with one image per prompt if given
+    (what :meth:`sasa.SASAGuard.encode` takes); checks the arguments first."""
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        raise TypeError("prompts: expected a non-empty string or a non-empty list of non-empty strings")
+    if images is None:
+        pictures: list[Any] = [None] * len(texts)
+    else:
+        pictures = [images] if not isinstance(images, (list, tuple)) else list(images)
+        if len(pictures) != len(texts):
+            raise ValueError(f"images: expected one image per prompt ({len(texts)}), got {len(pictures)}")
+    examples = [Example(t, -1, image) for t, image in zip(texts, pictures)]
+    return encode_batch(processor, examples, prompt_format=prompt_format, device=device)
 
 
 def _check_encodable(where: str, name: str, value: Any) -> None:

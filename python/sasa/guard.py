@@ -14,7 +14,6 @@ call :func:`apply_sasa` or :meth:`SASAGuard.remove` while other threads are insi
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -24,7 +23,7 @@ from . import _compat as compat
 from ._augment import AugmentedPass
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
 from ._compiled_pass import CompiledBlocks
-from ._generate import PrefillDecision, PrefillHook, SASAGenerateOutput, guarded_generate
+from ._generate import PrefillHook, SASAGenerateOutput, decide, guarded_generate
 from ._generate_patch import GeneratePatch
 from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
 from ._probe_tensors import ProbeTensors
@@ -35,9 +34,6 @@ from ._resolve import Resolved, feature_size, model_device, resolve
 from ._ride import Ride
 from .config import SASAConfig
 from .distributed._tp import ScoreAgreement
-from .metrics import flag_rows
-
-logger = logging.getLogger("sasa")
 
 _GUARD_ATTR = "_sasa_guard"
 _NOT_ACCEPTED = ("past_key_values", "cache", "use_cache", "output_hidden_states", "labels")
@@ -127,28 +123,19 @@ class SASAGuard:
         decoding and a caller's cache are refused. A ``streamer`` (batch of one) receives nothing
         until the decision: then the refusal, or exactly the unguarded stream.
         """
-        out, decision, sequences = self._guarded_generate(kwargs)
+        out, decision, sequences = guarded_generate(self, kwargs)
         return SASAGenerateOutput(sequences, decision.flagged, decision.probs, self.config.refusal_text, out)
 
     def encode(self, prompts: Union[str, Sequence[str]], images: Any = None) -> dict[str, Tensor]:
         """Model inputs for ``prompts`` (and one image per prompt, if given), formatted as the probe
         expects (its :attr:`prompt_format`; without one, the tokenizer's chat template), left-padded,
         on the model's device. Needs the ``tokenizer`` given to :func:`apply_sasa`."""
-        from .data import Example, encode_batch
+        from .data import encode_prompts
 
         if self._tokenizer is None:
             raise ValueError("tokenizer: encode() needs the tokenizer or processor; pass tokenizer= to apply_sasa")
-        texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not texts or not all(isinstance(t, str) and t for t in texts):
-            raise TypeError("prompts: expected a non-empty string or a non-empty list of non-empty strings")
-        if images is None:
-            pictures: list[Any] = [None] * len(texts)
-        else:
-            pictures = [images] if not isinstance(images, (list, tuple)) else list(images)
-            if len(pictures) != len(texts):
-                raise ValueError(f"images: expected one image per prompt ({len(texts)}), got {len(pictures)}")
-        examples = [Example(t, -1, image) for t, image in zip(texts, pictures)]
-        return encode_batch(self._tokenizer, examples, prompt_format=self.prompt_format, device=model_device(self.model))
+        return encode_prompts(self._tokenizer, prompts, images, prompt_format=self.prompt_format,
+                              device=model_device(self.model))
 
     def remove(self) -> None:
         """Detach the guard: the instance is as before :func:`apply_sasa` (idempotent)."""
@@ -269,18 +256,9 @@ class SASAGuard:
         return self._readout.scores(self._augmented(normal, last_pos, ride))
 
     def _decide(self, probs: Tensor) -> Tensor:
-        probe = self._require_probe()
-        threshold = probe.threshold if probe.threshold is not None else torch.tensor(self.config.threshold)
-        flagged = flag_rows(probs, threshold.to(probs.device), fail_closed=self.config.fail_closed)
-        nan = torch.isnan(probs).any(dim=1)
-        if bool(nan.any()):
-            rows = nan.nonzero().flatten().tolist()
-            outcome = "flagged (fail_closed=True)" if self.config.fail_closed else "passed (fail_closed=False)"
-            logger.warning("sasa: NaN score for row(s) %s; %s", rows, outcome)
-        return flagged
+        """Flagged rows ``[B]`` bool (:func:`sasa._generate.decide`: NaN fails closed unless configured otherwise)."""
+        return decide(probs, self._require_probe(), self.config)
 
-    def _guarded_generate(self, kwargs: dict[str, Any]) -> tuple[Any, PrefillDecision, Tensor]:
-        return guarded_generate(self, kwargs)
 
 def apply_sasa(
     model: nn.Module,

@@ -1,4 +1,4 @@
-"""``sasa locate``: choose the safety and fused layers from a labelled manifest (SASA.md section 6).
+"""``sasa locate``: choose the safety and fused layers from a labelled manifest (docs/method.md section 6).
 
 Per decoder block ``i`` (0-based; ``H`` after block ``i``) at each row's last prompt token:
 cross-validated linear-probe AUROC, the benign/harmful cosine gap, image-vs-text-twin fusion

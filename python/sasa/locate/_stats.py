@@ -1,4 +1,4 @@
-"""The per-layer measures and the grid fits of ``sasa locate`` (SASA.md section 6), on collected states.
+"""The per-layer measures and the grid fits of ``sasa locate`` (docs/method.md section 6), on collected states.
 
 - :func:`cross_validated_auroc`: k-fold (stratified, seeded) AUROC of a linear probe, each fold's
   probe fitted by :meth:`sasa.SASAProbe.fit` exactly as ``calibrate`` fits one (which itself keeps
