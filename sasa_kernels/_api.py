@@ -79,7 +79,7 @@ def project(hs: Tensor, hf: Tensor, *, mode: str = "replace", coef: float = 1.0,
     if type(hs) is Tensor and type(hf) is Tensor and not _is_compiling():
         fast = fast_cpu_backend()
         if fast is not None and plain_project_scalars(mode, coef, eps):
-            a, b = mode_coefficients(mode, coef)  # type: ignore[arg-type]
+            a, b = mode_coefficients(mode, coef)
             out = fast.project_if_plain(hs, hf, a, b, eps)
             if out is not None:
                 return out

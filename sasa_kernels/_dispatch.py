@@ -40,6 +40,7 @@ _logged: set[tuple[str, str, str]] = set()
 _selected: dict[tuple[torch.device, torch.dtype, Optional[str]], Backend] = {}
 #: [the backend :func:`fast_cpu_backend` offers, or None] once found; emptied on registration.
 _fast_cpu: list[Optional[Backend]] = []
+#: The dtypes the fast entries accept (is_kernel_dtype in csrc/sasa_dtypes.h).
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # os.environ.get encodes the key and decodes the value on every call (0.6 us here, as long as a
