@@ -26,6 +26,18 @@ pytestmark = pytest.mark.skipif(
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+class Recorder(TorchDispatchMode):
+    """Records the name of every op that reaches the dispatcher's Python key."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 def _rand(shape, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=gen).to(dtype)
@@ -117,19 +129,28 @@ def test_autocast_and_dispatch_modes_go_through_the_dispatcher(counted):
         assert cpp.project_if_plain(hs, hf, 0.0, 1.0, 1e-6) is None
         assert torch.equal(sk.project(hs, hf), expected)
 
-    class Recorder(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     with Recorder() as mode:
         assert torch.equal(sk.project(hs, hf), expected)
     assert counted["fast"] == 0
     assert "sasa._compiled_project.default" in mode.ops  # the mode still sees the compiled op
+
+
+@pytest.mark.parametrize("op", ["project_rmsnorm", "probe"])
+def test_dispatch_modes_still_see_every_compiled_op(op):
+    """The entries go straight to the CPU kernel only when nothing is layered on the dispatch."""
+    hs, hf, w = _rand((2, 3, 8)), _rand((2, 3, 8), seed=1), _rand((8,), seed=2)
+    if op == "project_rmsnorm":
+        call = lambda: sk.project_rmsnorm(hs, hf, w)  # noqa: E731
+    else:
+        weight, positions = _rand((4, 8), seed=3), torch.tensor([2, 0])
+        call = lambda: sk.probe(hs, weight, positions=positions, norm_weight=w)  # noqa: E731
+    expected = call()
+
+    with Recorder() as mode:
+        got = call()
+    for a, b in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+        assert torch.equal(a, b)
+    assert f"sasa._compiled_{op}.default" in mode.ops
 
 
 def test_forcing_another_backend_skips_the_fast_entry(counted, monkeypatch):
