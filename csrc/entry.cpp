@@ -109,14 +109,41 @@ bool plain_rows(const at::Tensor& hs, const at::Tensor& hf) {
          !(at::GradMode::is_enabled() && (hs.requires_grad() || hf.requires_grad()));
 }
 
+// The outputs (fresh unless given), computed straight by the CPU kernel when `direct`, else
+// through the dispatcher.
+at::Tensor run_project(bool direct, const at::Tensor& hs, const at::Tensor& hf, double a, double b, double eps,
+                       const std::optional<at::Tensor>& out) {
+  static const auto op = find<ProjectFn>("sasa::_compiled_project");
+  at::Tensor o = output_like(hs, out);
+  if (hs.numel() == 0) return o;
+  if (direct) cpu::project_cpu(rows(hs), rows(hf), as_rows(o), a, b, eps);
+  else op.call(rows(hs), rows(hf), as_rows(o), a, b, eps);
+  return o;
+}
+
+std::tuple<at::Tensor, at::Tensor> run_project_rmsnorm(bool direct, const at::Tensor& hs, const at::Tensor& hf,
+                                                       const at::Tensor& norm_weight, double a, double b,
+                                                       double eps, double norm_eps, double weight_offset,
+                                                       const std::optional<at::Tensor>& out,
+                                                       const std::optional<at::Tensor>& out_normed) {
+  static const auto op = find<ProjectRmsnormFn>("sasa::_compiled_project_rmsnorm");
+  at::Tensor o = output_like(hs, out), on = output_like(hs, out_normed);
+  if (hs.numel() == 0) return {o, on};
+  if (direct) {
+    cpu::project_rmsnorm_cpu(rows(hs), rows(hf), norm_weight, as_rows(o), as_rows(on), a, b, eps, norm_eps,
+                             weight_offset);
+  } else {
+    op.call(rows(hs), rows(hf), norm_weight, as_rows(o), as_rows(on), a, b, eps, norm_eps, weight_offset);
+  }
+  return {o, on};
+}
+
 }  // namespace
 
 std::optional<at::Tensor> project_if_plain(const at::Tensor& hs, const at::Tensor& hf, double a, double b,
                                            double eps, const std::optional<at::Tensor>& out) {
   if (!direct_cpu(hs, hf, out) || !plain_rows(hs, hf)) return std::nullopt;
-  at::Tensor o = output_like(hs, out);
-  if (hs.numel() != 0) cpu::project_cpu(rows(hs), rows(hf), as_rows(o), a, b, eps);
-  return o;
+  return run_project(true, hs, hf, a, b, eps, out);
 }
 
 std::optional<std::tuple<at::Tensor, at::Tensor>> project_rmsnorm_if_plain(
@@ -128,23 +155,12 @@ std::optional<std::tuple<at::Tensor, at::Tensor>> project_rmsnorm_if_plain(
       (at::GradMode::is_enabled() && norm_weight.requires_grad())) {
     return std::nullopt;
   }
-  at::Tensor o = output_like(hs, out), on = output_like(hs, out_normed);
-  if (hs.numel() != 0) {
-    cpu::project_rmsnorm_cpu(rows(hs), rows(hf), norm_weight, as_rows(o), as_rows(on), a, b, eps, norm_eps,
-                             weight_offset);
-  }
-  return std::make_tuple(o, on);
+  return run_project_rmsnorm(true, hs, hf, norm_weight, a, b, eps, norm_eps, weight_offset, out, out_normed);
 }
 
 at::Tensor project(const at::Tensor& hs, const at::Tensor& hf, double a, double b, double eps,
                    const std::optional<at::Tensor>& out) {
-  static const auto op = find<ProjectFn>("sasa::_compiled_project");
-  const bool direct = direct_cpu(hs, hf, out);
-  at::Tensor o = output_like(hs, out);
-  if (hs.numel() == 0) return o;
-  if (direct) cpu::project_cpu(rows(hs), rows(hf), as_rows(o), a, b, eps);
-  else op.call(rows(hs), rows(hf), as_rows(o), a, b, eps);
-  return o;
+  return run_project(direct_cpu(hs, hf, out), hs, hf, a, b, eps, out);
 }
 
 std::tuple<at::Tensor, at::Tensor> project_rmsnorm(const at::Tensor& hs, const at::Tensor& hf,
@@ -152,17 +168,8 @@ std::tuple<at::Tensor, at::Tensor> project_rmsnorm(const at::Tensor& hs, const a
                                                    double eps, double norm_eps, double weight_offset,
                                                    const std::optional<at::Tensor>& out,
                                                    const std::optional<at::Tensor>& out_normed) {
-  static const auto op = find<ProjectRmsnormFn>("sasa::_compiled_project_rmsnorm");
-  const bool direct = direct_cpu(hs, hf, norm_weight, out, out_normed);
-  at::Tensor o = output_like(hs, out), on = output_like(hs, out_normed);
-  if (hs.numel() == 0) return {o, on};
-  if (direct) {
-    cpu::project_rmsnorm_cpu(rows(hs), rows(hf), norm_weight, as_rows(o), as_rows(on), a, b, eps, norm_eps,
-                             weight_offset);
-  } else {
-    op.call(rows(hs), rows(hf), norm_weight, as_rows(o), as_rows(on), a, b, eps, norm_eps, weight_offset);
-  }
-  return {o, on};
+  return run_project_rmsnorm(direct_cpu(hs, hf, norm_weight, out, out_normed), hs, hf, norm_weight, a, b, eps,
+                             norm_eps, weight_offset, out, out_normed);
 }
 
 at::Tensor probe(const at::Tensor& hidden, const std::optional<at::Tensor>& positions,

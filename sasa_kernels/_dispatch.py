@@ -153,7 +153,7 @@ def fast_cpu_backend() -> Optional[Backend]:
 
 def _find_fast_cpu() -> Optional[Backend]:
     for backend in _registry.values():
-        if backend.project_if_plain is None or backend.unavailable_reason("cpu") is not None:
+        if backend.project_if_plain is None:
             continue
         try:
             if all(_resolve("cpu", dtype, None) is backend for dtype in _KERNEL_DTYPES):

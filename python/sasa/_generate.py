@@ -224,7 +224,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
         # Tensor parallel: every rank must stop the same rows, or their generate loops (and the
         # model's collectives) part ways; a row flagged or NaN on any rank counts on all of them.
         decision.probs = guard._agree(decision.probs)
-        decision.flagged = guard._decide(decision.probs)
+        decision.flagged = decide(decision.probs, probe, guard.config)
 
     criteria = compat.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
     criteria.append(StopFlagged(decision))
@@ -240,7 +240,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
         guard._prefill.deactivate(token)
     if not decision.done:
         logger.warning("sasa: generate returned without a prefill the guard could observe; every row is flagged")
-        decision.flagged = guard._decide(decision.probs)  # NaN scores: fail closed
+        decision.flagged = decide(decision.probs, probe, guard.config)  # NaN scores: fail closed
     sequences = out if isinstance(out, Tensor) else out.sequences
     prompt_width = length if "input_ids" in kwargs else 0
     pad = guard._pad_id if guard._pad_id is not None else (guard._eos_id if guard._eos_id is not None else 0)

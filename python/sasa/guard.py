@@ -23,7 +23,7 @@ from . import _compat as compat
 from ._augment import AugmentedPass
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
 from ._compiled_pass import CompiledBlocks
-from ._generate import PrefillHook, SASAGenerateOutput, decide, guarded_generate
+from ._generate import PrefillHook, SASAGenerateOutput, guarded_generate
 from ._generate_patch import GeneratePatch
 from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
 from ._probe_tensors import ProbeTensors
@@ -254,10 +254,6 @@ class SASAGuard:
     def _score_from(self, normal: NormalPass, last_pos: Tensor, ride: Optional[Ride] = None) -> Tensor:
         """``[B, C]`` probabilities: the augmented state, then one ``sasa_kernels.probe`` call."""
         return self._readout.scores(self._augmented(normal, last_pos, ride))
-
-    def _decide(self, probs: Tensor) -> Tensor:
-        """Flagged rows ``[B]`` bool (:func:`sasa._generate.decide`: NaN fails closed unless configured otherwise)."""
-        return decide(probs, self._require_probe(), self.config)
 
 
 def apply_sasa(
