@@ -5,11 +5,13 @@
 // - A row is read from memory once: sweep 1 reduces it, the write sweep re-reads it from L1/L2
 //   (a row is at most tens of KiB).
 // - The row kernels (rows_impl.h, where their numerics are described) are written once against a
-//   small vector layer and compiled for three instruction sets: portable (simd_portable.h: plain
-//   loops, the compiler's baseline vectors), AVX2+FMA+F16C and AVX-512 (simd_avx2.h,
-//   simd_avx512.h: intrinsics, under #pragma GCC target). The best one the CPU has runs;
-//   SASA_CPU_CAPABILITY=portable|avx2 (read once, when the extension loads) picks a lower one, the
-//   way ATEN_CPU_CAPABILITY does for torch. build_info()["cpu_capability"] says which runs.
+//   small vector layer and compiled for four instruction sets: portable (simd_portable.h: plain
+//   loops, the compiler's baseline vectors), AVX2+FMA+F16C, AVX-512 and AVX-512 with AVX512_BF16
+//   (simd_avx2.h, simd_avx512.h, simd_avx512_bf16.h: intrinsics, under #pragma GCC target; the
+//   last rounds to bfloat16 in one instruction and gives avx512's bits). The best one the CPU has
+//   runs; SASA_CPU_CAPABILITY=portable|avx2|avx512 (read once, when the extension loads) picks a
+//   lower one, the way ATEN_CPU_CAPABILITY does for torch. build_info()["cpu_capability"] says
+//   which runs.
 // - Built with -ffp-contract=off (setup.py, CMakeLists.txt): where the reference rounds a product
 //   before adding, so do the kernels; the float64 sums use explicit FMAs, which change nothing
 //   there because the products of widened float32 values are exact.
@@ -98,11 +100,19 @@ namespace avx512 {
 #include "rows_impl.h"
 }  // namespace avx512
 #pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
+namespace avx512_bf16 {
+#include "simd_avx512_bf16.h"
+#include "rows_impl.h"
+}  // namespace avx512_bf16
+#pragma GCC pop_options
 #endif
 
 namespace {
 
-enum class Capability { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class Capability { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
 Capability best_capability() {
 #if SASA_X86_SIMD
@@ -111,6 +121,7 @@ Capability best_capability() {
                     __builtin_cpu_supports("f16c");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return Capability::kAvx512Bf16;
   return avx512 ? Capability::kAvx512 : avx2 ? Capability::kAvx2 : Capability::kPortable;
 #else
   return Capability::kPortable;
@@ -126,6 +137,7 @@ Capability choose_capability() {
   if (want == "portable") asked = Capability::kPortable;
   else if (want == "avx2") asked = Capability::kAvx2;
   else if (want == "avx512") asked = Capability::kAvx512;
+  else if (want == "avx512_bf16") asked = Capability::kAvx512Bf16;
   // Anything unknown, or above what this CPU has, falls back to the best it has.
   return asked <= best ? asked : best;
 }
@@ -140,6 +152,7 @@ template <class Fn>
 void with_kernels(Fn&& fn) {
   switch (capability()) {
 #if SASA_X86_SIMD
+    case Capability::kAvx512Bf16: fn(avx512_bf16::Kernels{}); return;
     case Capability::kAvx512: fn(avx512::Kernels{}); return;
     case Capability::kAvx2: fn(avx2::Kernels{}); return;
 #endif

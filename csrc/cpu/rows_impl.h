@@ -26,13 +26,17 @@ constexpr int kW = Isa::kW;
 constexpr int kWd = kW / 2;  // float64 lanes of a D
 
 // Storage <-> float32 lanes for each dtype; round() gives the float32 value of the nearest dtype
-// value (round to nearest even), i.e. what storing and reloading gives; widen() loads kW / 2
-// elements straight into float64 lanes.
+// value (round to nearest even), i.e. what storing and reloading gives; widen_pair() loads kW
+// elements straight into two float64 vectors, in an order that depends only on the position (for
+// bfloat16 the instruction set's cheapest: even and odd elements on x86), so it serves sums only.
 template <Dtype>
 struct Io;
 template <>
 struct Io<Dtype::kF32> {
-  static SASA_INLINE D widen(const float* p) { return Isa::widen_f32(p); }
+  static SASA_INLINE void widen_pair(const float* p, D& a, D& b) {
+    a = Isa::widen_f32(p);
+    b = Isa::widen_f32(p + kWd);
+  }
   static SASA_INLINE F load(const float* p) { return Isa::load_f32(p); }
   static SASA_INLINE void store(float* p, F x) { Isa::store_f32(p, x); }
   static SASA_INLINE void stream(float* p, F x) { Isa::stream_f32(p, x); }
@@ -40,7 +44,7 @@ struct Io<Dtype::kF32> {
 };
 template <>
 struct Io<Dtype::kBF16> {
-  static SASA_INLINE D widen(const uint16_t* p) { return Isa::widen_bf16(p); }
+  static SASA_INLINE void widen_pair(const uint16_t* p, D& a, D& b) { Isa::widen_pair_bf16(p, a, b); }
   static SASA_INLINE F load(const uint16_t* p) { return Isa::load_bf16(p); }
   static SASA_INLINE void store(uint16_t* p, F x) { Isa::store_bf16(p, x); }
   static SASA_INLINE void stream(uint16_t* p, F x) { Isa::stream_bf16(p, x); }
@@ -48,7 +52,10 @@ struct Io<Dtype::kBF16> {
 };
 template <>
 struct Io<Dtype::kF16> {
-  static SASA_INLINE D widen(const uint16_t* p) { return Isa::widen_f16(p); }
+  static SASA_INLINE void widen_pair(const uint16_t* p, D& a, D& b) {
+    a = Isa::widen_f16(p);
+    b = Isa::widen_f16(p + kWd);
+  }
   static SASA_INLINE F load(const uint16_t* p) { return Isa::load_f16(p); }
   static SASA_INLINE void store(uint16_t* p, F x) { Isa::store_f16(p, x); }
   static SASA_INLINE void stream(uint16_t* p, F x) { Isa::stream_f16(p, x); }
@@ -134,11 +141,15 @@ SASA_NOINLINE void project_rows(const ProjectArgs<storage_t<kD>>& p, int64_t beg
     D nrm_acc[4] = {Isa::zero_d(), Isa::zero_d(), Isa::zero_d(), Isa::zero_d()};
     int64_t i = 0;
     for (; i + 2 * kW <= d; i += 2 * kW) {
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const D x = Io<kD>::widen(s + i + k * kWd), y = Io<kD>::widen(f + i + k * kWd);
-        dot_acc[k] = Isa::fmadd_d(x, y, dot_acc[k]);
-        nrm_acc[k] = Isa::fmadd_d(y, y, nrm_acc[k]);
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        D x[2], y[2];
+        Io<kD>::widen_pair(s + i + k * kW, x[0], x[1]);
+        Io<kD>::widen_pair(f + i + k * kW, y[0], y[1]);
+        for (int j = 0; j < 2; ++j) {
+          dot_acc[2 * k + j] = Isa::fmadd_d(x[j], y[j], dot_acc[2 * k + j]);
+          nrm_acc[2 * k + j] = Isa::fmadd_d(y[j], y[j], nrm_acc[2 * k + j]);
+        }
       }
     }
     for (; i < d; i += kW) {
@@ -179,9 +190,10 @@ SASA_NOINLINE void project_rows(const ProjectArgs<storage_t<kD>>& p, int64_t beg
     if constexpr (kNorm) {
       // Sweep 3: out_normed = dtype(dtype(h * r) * norm_scale).
       const F vr = Isa::set1(float(inv_rms(total(sq_lo, sq_hi), d, p.norm_eps)));
+      const float* scale = p.norm_scale;  // a local: the stores below may alias p in the compiler's eyes
       for_chunks(d, [&](int64_t i, int64_t n, auto whole) {
         const F normed = Io<kD>::round(Isa::mul(load_at<kD>(h_row + i, n, whole), vr));
-        const F y = Isa::mul(normed, Isa::load_f32(p.norm_scale + i));
+        const F y = Isa::mul(normed, Isa::load_f32(scale + i));
         if (stream && decltype(whole)::value) {
           Io<kD>::stream(on + i, y);
         } else {

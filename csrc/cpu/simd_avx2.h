@@ -68,9 +68,13 @@ struct Isa {
   static SASA_INLINE void store_d(double* p, D x) { _mm256_storeu_pd(p, x); }
   // kW / 2 elements at p widened to float64 (sweeps that only reduce need no float32 vector).
   static SASA_INLINE D widen_f32(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
-  static SASA_INLINE D widen_bf16(const uint16_t* p) {
-    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16)));
+  // kW bfloat16 values at p in float64: a = the even-indexed ones, b = the odd-indexed ones. A
+  // bfloat16 is the top half of its float32, so one shift or mask per 32-bit pair widens both
+  // (simd_portable.h says why any fixed order will do).
+  static SASA_INLINE void widen_pair_bf16(const uint16_t* p, D& a, D& b) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    a = _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(x, 16)));
+    b = _mm256_cvtps_pd(_mm_castsi128_ps(_mm_and_si128(x, _mm_set1_epi32(int(0xFFFF0000u)))));
   }
   static SASA_INLINE D widen_f16(const uint16_t* p) {
     return _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));

@@ -64,9 +64,12 @@ struct Isa {
   static SASA_INLINE void store_d(double* p, D x) { _mm512_storeu_pd(p, x); }
   // kW / 2 elements at p widened to float64 (sweeps that only reduce need no float32 vector).
   static SASA_INLINE D widen_f32(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
-  static SASA_INLINE D widen_bf16(const uint16_t* p) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  // kW bfloat16 values at p in float64: a = the even-indexed ones, b = the odd-indexed ones (as
+  // in simd_avx2.h).
+  static SASA_INLINE void widen_pair_bf16(const uint16_t* p, D& a, D& b) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    a = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(x, 16)));
+    b = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xFFFF0000u)))));
   }
   static SASA_INLINE D widen_f16(const uint16_t* p) {
     return _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));

@@ -90,10 +90,12 @@ struct Isa {
     for (int j = 0; j < kW / 2; ++j) y.v[j] = double(p[j]);
     return y;
   }
-  static SASA_INLINE D widen_bf16(const uint16_t* p) {
-    D y;
-    for (int j = 0; j < kW / 2; ++j) y.v[j] = double(bf16_to_f32(p[j]));
-    return y;
+  // kW bfloat16 values at p widened to float64, as two vectors in an order of the instruction
+  // set's choosing that depends only on the position (here the two halves), so two rows split
+  // alike pair up lane by lane in a dot product.
+  static SASA_INLINE void widen_pair_bf16(const uint16_t* p, D& a, D& b) {
+    for (int j = 0; j < kW / 2; ++j) a.v[j] = double(bf16_to_f32(p[j]));
+    for (int j = 0; j < kW / 2; ++j) b.v[j] = double(bf16_to_f32(p[kW / 2 + j]));
   }
   static SASA_INLINE D widen_f16(const uint16_t* p) {
     D y;

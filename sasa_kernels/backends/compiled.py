@@ -52,8 +52,8 @@ def build_info() -> Optional[dict]:
 
     Keys: ``backends`` (list of names), ``compiler``, ``cuda_version``, ``cuda_archs``,
     ``torch_version`` (the torch it was compiled against), ``build_system``, ``cpu_capability``
-    (the instruction set the CPU kernels run with: ``avx512``, ``avx2`` or ``portable``; set a
-    lower one with ``SASA_CPU_CAPABILITY`` before the extension loads).
+    (the instruction set the CPU kernels run with: ``avx512_bf16``, ``avx512``, ``avx2`` or
+    ``portable``; set a lower one with ``SASA_CPU_CAPABILITY`` before the extension loads).
     """
     return None if _build_info is None else dict(_build_info)
 

@@ -224,7 +224,7 @@ def test_large_outputs_streamed_to_memory(dtype, d):
     torch.testing.assert_close(normed, out_normed, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("capability", ("portable", "avx2"))
+@pytest.mark.parametrize("capability", ("portable", "avx2", "avx512"))
 def test_lower_cpu_capabilities(capability):
     # The row kernels are built for several instruction sets and the best one runs; the others
     # are only reachable with SASA_CPU_CAPABILITY (read when the extension loads), so they run
