@@ -291,7 +291,12 @@ void probe_impl(const at::Tensor& hidden, const std::optional<at::Tensor>& posit
   p.sigmoid = sigmoid;
   with_kernels([&](auto kernels) {
     using K = decltype(kernels);
-    const int64_t d_pad = round_up(d, K::kWidth);
+    // Row stride of the float64 scratch rows (probe weights, gathered rows, zero padded): d in
+    // whole vectors, one vector longer where that would be a multiple of 4 KiB. Rows 4 KiB apart
+    // share their L1 sets, so the P weight rows and R gathered rows a step of probe_rows reads
+    // at the same k (10 on AVX-512) would all compete for one 8-way set.
+    int64_t d_pad = round_up(d, K::kWidth);
+    if (d_pad * int64_t(sizeof(double)) % 4096 == 0) d_pad += K::kWidth;
     p.d_pad = d_pad;
     // Widened once per call and shared by the threads (the scratch belongs to the calling thread).
     static thread_local std::vector<double> weight_buf, bias_buf, scale64_buf;
