@@ -89,10 +89,10 @@ SASA_INLINE void store_at(storage_t<kD>* p, F x, int64_t n, Whole) {
   }
 }
 
-// step(i, n, Full{}) for each whole vector of [0, d), then step(i, d - i, Part{}) for the rest.
+// step(i, n, Full{}) for each whole vector of [begin, d), then step(i, d - i, Part{}) for the rest.
 template <class Step>
-SASA_INLINE void for_chunks(int64_t d, Step&& step) {
-  int64_t i = 0;
+SASA_INLINE void for_chunks(int64_t d, Step&& step, int64_t begin = 0) {
+  int64_t i = begin;
   for (; i + kW <= d; i += kW) step(i, int64_t(kW), Full{});
   if (i < d) step(i, d - i, Part{});
 }
@@ -169,6 +169,31 @@ SASA_NOINLINE void project_rows(const ProjectArgs<storage_t<kD>>& p, int64_t beg
 
     // Sweep 2: h = a*hs + c*hf (re-read from L1/L2); for RMSNorm also the sum of the stored h^2.
     D sq_lo = Isa::zero_d(), sq_hi = Isa::zero_d();
+    int64_t done = 0;
+    if constexpr (kD == Dtype::kBF16 && Isa::kBf16Pairs) {
+      // bfloat16: two vectors a step, loaded, rounded and stored as a pair (simd_*.h), then the
+      // rest below. The pair's order is the instruction set's; every operation here is elementwise.
+      for (; done + 2 * kW <= d; done += 2 * kW) {
+        F se, so, fe, fo;
+        Isa::load_pair_bf16(s + done, se, so);
+        Isa::load_pair_bf16(f + done, fe, fo);
+        const auto packed = Isa::pack_pair_bf16(Isa::add(Isa::mul(va, se), Isa::mul(vc, fe)),
+                                                Isa::add(Isa::mul(va, so), Isa::mul(vc, fo)));
+        if (stream) {
+          Isa::stream_pair_bf16(o + done, packed);
+          if (kNorm) Isa::store_pair_bf16(h_row + done, packed);
+        } else {
+          Isa::store_pair_bf16(o + done, packed);
+          if (kNorm && h_row != o) Isa::store_pair_bf16(h_row + done, packed);
+        }
+        if constexpr (kNorm) {
+          F re, ro;  // what the next block reads: the stored values
+          Isa::unpack_pair_bf16(packed, re, ro);
+          add_squares(re, sq_lo, sq_hi);
+          add_squares(ro, sq_lo, sq_hi);
+        }
+      }
+    }
     for_chunks(d, [&](int64_t i, int64_t n, auto whole) {
       const F h = Isa::add(Isa::mul(va, load_at<kD>(s + i, n, whole)), Isa::mul(vc, load_at<kD>(f + i, n, whole)));
       if (stream && decltype(whole)::value) {
@@ -186,7 +211,7 @@ SASA_NOINLINE void project_rows(const ProjectArgs<storage_t<kD>>& p, int64_t beg
           add_squares(load_at<kD>(o + i, n, whole), sq_lo, sq_hi);
         }
       }
-    });
+    }, done);
     if constexpr (kNorm) {
       // Sweep 3: out_normed = dtype(dtype(h * r) * norm_scale).
       const F vr = Isa::set1(float(inv_rms(total(sq_lo, sq_hi), d, p.norm_eps)));

@@ -48,6 +48,27 @@ struct Isa {
   }
   static SASA_INLINE F round_bf16(F x) { return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(x), 16)); }
 
+  // bfloat16 in pairs of vectors (as in simd_avx512.h): no packus/permute to store, no widening
+  // shuffle to load.
+  static constexpr bool kBf16Pairs = true;
+  using Bf16Pair = __m256i;
+  static SASA_INLINE void unpack_pair_bf16(Bf16Pair x, F& even, F& odd) {
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xFFFF0000u))));
+  }
+  static SASA_INLINE void load_pair_bf16(const uint16_t* p, F& even, F& odd) {
+    unpack_pair_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), even, odd);
+  }
+  static SASA_INLINE Bf16Pair pack_pair_bf16(F even, F odd) {
+    return _mm256_or_si256(bf16_bits(even), _mm256_slli_epi32(bf16_bits(odd), 16));
+  }
+  static SASA_INLINE void store_pair_bf16(uint16_t* p, Bf16Pair x) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x);
+  }
+  static SASA_INLINE void stream_pair_bf16(uint16_t* p, Bf16Pair x) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), x);
+  }
+
   static SASA_INLINE F load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }

@@ -44,6 +44,24 @@ struct Isa {
   }
   static SASA_INLINE F round_bf16(F x) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(x), 16)); }
 
+  // bfloat16 in pairs of vectors (sweep 2 of project): 2 * kW values as their even- and odd-indexed
+  // elements in float32, split with one shift or mask where load_bf16 needs a widening shuffle per
+  // vector, and packed back into storage order with one shift and or.
+  static constexpr bool kBf16Pairs = true;
+  using Bf16Pair = __m512i;  // 2 * kW bfloat16 values in storage order
+  static SASA_INLINE void unpack_pair_bf16(Bf16Pair x, F& even, F& odd) {
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(int(0xFFFF0000u))));
+  }
+  static SASA_INLINE void load_pair_bf16(const uint16_t* p, F& even, F& odd) {
+    unpack_pair_bf16(_mm512_loadu_si512(p), even, odd);
+  }
+  static SASA_INLINE Bf16Pair pack_pair_bf16(F even, F odd) {
+    return _mm512_or_si512(bf16_bits(even), _mm512_slli_epi32(bf16_bits(odd), 16));
+  }
+  static SASA_INLINE void store_pair_bf16(uint16_t* p, Bf16Pair x) { _mm512_storeu_si512(p, x); }
+  static SASA_INLINE void stream_pair_bf16(uint16_t* p, Bf16Pair x) { _mm512_stream_si512(reinterpret_cast<__m512i*>(p), x); }
+
   static SASA_INLINE F load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }

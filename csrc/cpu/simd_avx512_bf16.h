@@ -32,4 +32,16 @@ struct Isa : avx512::Isa {
   static SASA_INLINE F round_bf16(F x) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_packed(x)), 16));
   }
+  // Two vectors at once (simd_avx512.h's pairs): vcvtne2ps2bf16 gives [even 0..15 | odd 0..15],
+  // one word permutation interleaves them into storage order.
+  static SASA_INLINE Bf16Pair pack_pair_bf16(F even, F odd) {
+    if (__builtin_expect((_mm512_fpclass_ps_mask(even, kNanOrSubnormal) | _mm512_fpclass_ps_mask(odd, kNanOrSubnormal)) == 0, 1)) {
+      alignas(64) static constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                               21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26,
+                                                               11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+      const __m512i words = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
+      return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), words);
+    }
+    return avx512::Isa::pack_pair_bf16(even, odd);
+  }
 };

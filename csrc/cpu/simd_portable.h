@@ -45,6 +45,30 @@ struct Isa {
     return x;
   }
 
+  // bfloat16 in pairs of vectors (sweep 2 of project): 2 * kW values as two F in an order of the
+  // instruction set's choosing (the x86 sets split even and odd elements; here the two halves),
+  // and back into storage order. Elementwise work gives the same values in either order.
+  static constexpr bool kBf16Pairs = true;
+  struct Bf16Pair {
+    uint16_t v[2 * kW];
+  };
+  static SASA_INLINE void unpack_pair_bf16(const Bf16Pair& x, F& a, F& b) {
+    a = load_bf16(x.v);
+    b = load_bf16(x.v + kW);
+  }
+  static SASA_INLINE void load_pair_bf16(const uint16_t* p, F& a, F& b) {
+    a = load_bf16(p);
+    b = load_bf16(p + kW);
+  }
+  static SASA_INLINE Bf16Pair pack_pair_bf16(F a, F b) {
+    Bf16Pair x;
+    store_bf16(x.v, a);
+    store_bf16(x.v + kW, b);
+    return x;
+  }
+  static SASA_INLINE void store_pair_bf16(uint16_t* p, const Bf16Pair& x) { std::memcpy(p, x.v, sizeof(x.v)); }
+  static SASA_INLINE void stream_pair_bf16(uint16_t* p, const Bf16Pair& x) { store_pair_bf16(p, x); }
+
   static SASA_INLINE F load_f16(const uint16_t* p) {
     F x;
     for (int j = 0; j < kW; ++j) x.v[j] = f16_to_f32(p[j]);
