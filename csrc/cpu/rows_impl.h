@@ -170,7 +170,7 @@ SASA_NOINLINE void project_rows(const ProjectArgs<storage_t<kD>>& p, int64_t beg
     // Sweep 2: h = a*hs + c*hf (re-read from L1/L2); for RMSNorm also the sum of the stored h^2.
     D sq_lo = Isa::zero_d(), sq_hi = Isa::zero_d();
     int64_t done = 0;
-    if constexpr (kD == Dtype::kBF16 && Isa::kBf16Pairs) {
+    if constexpr (kD == Dtype::kBF16) {
       // bfloat16: two vectors a step, loaded, rounded and stored as a pair (simd_*.h), then the
       // rest below. The pair's order is the instruction set's; every operation here is elementwise.
       for (; done + 2 * kW <= d; done += 2 * kW) {

@@ -50,7 +50,6 @@ struct Isa {
 
   // bfloat16 in pairs of vectors (as in simd_avx512.h): no packus/permute to store, no widening
   // shuffle to load.
-  static constexpr bool kBf16Pairs = true;
   using Bf16Pair = __m256i;
   static SASA_INLINE void unpack_pair_bf16(Bf16Pair x, F& even, F& odd) {
     even = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));

@@ -47,7 +47,6 @@ struct Isa {
   // bfloat16 in pairs of vectors (sweep 2 of project): 2 * kW values as their even- and odd-indexed
   // elements in float32, split with one shift or mask where load_bf16 needs a widening shuffle per
   // vector, and packed back into storage order with one shift and or.
-  static constexpr bool kBf16Pairs = true;
   using Bf16Pair = __m512i;  // 2 * kW bfloat16 values in storage order
   static SASA_INLINE void unpack_pair_bf16(Bf16Pair x, F& even, F& odd) {
     even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));

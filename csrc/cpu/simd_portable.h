@@ -48,18 +48,14 @@ struct Isa {
   // bfloat16 in pairs of vectors (sweep 2 of project): 2 * kW values as two F in an order of the
   // instruction set's choosing (the x86 sets split even and odd elements; here the two halves),
   // and back into storage order. Elementwise work gives the same values in either order.
-  static constexpr bool kBf16Pairs = true;
   struct Bf16Pair {
     uint16_t v[2 * kW];
   };
-  static SASA_INLINE void unpack_pair_bf16(const Bf16Pair& x, F& a, F& b) {
-    a = load_bf16(x.v);
-    b = load_bf16(x.v + kW);
-  }
   static SASA_INLINE void load_pair_bf16(const uint16_t* p, F& a, F& b) {
     a = load_bf16(p);
     b = load_bf16(p + kW);
   }
+  static SASA_INLINE void unpack_pair_bf16(const Bf16Pair& x, F& a, F& b) { load_pair_bf16(x.v, a, b); }
   static SASA_INLINE Bf16Pair pack_pair_bf16(F a, F b) {
     Bf16Pair x;
     store_bf16(x.v, a);

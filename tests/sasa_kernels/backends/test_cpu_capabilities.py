@@ -4,8 +4,8 @@
 subnormals and keeps NaN payloads; vectors holding either take ``avx512``'s integer rounding
 (csrc/cpu/simd_avx512_bf16.h). Their sums are the same code, so every output must have the same
 bits, on inputs chosen to reach every rounding case: ties, subnormal and overflowing results,
-infinities and NaNs. The ``avx512`` side runs in a subprocess (``SASA_CPU_CAPABILITY`` is read when
-the extension loads).
+infinities and NaNs. Each side runs in its own subprocess (``SASA_CPU_CAPABILITY`` is read when the
+extension loads).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs the avx512_bf16 CPU kernels (a CPU with AVX512_BF16 and the extension built)",
 )
 
-# Writes the outputs of a fixed set of bfloat16 calls to the file named by argv[1]. It runs here
-# and, under SASA_CPU_CAPABILITY=avx512, in a subprocess, so both sides compute exactly this.
+# Writes the outputs of a fixed set of bfloat16 calls to the file named by argv[1]; it runs once
+# per capability, so both sides compute exactly this.
 _CALLS = r'''
 import sys
 import torch
@@ -70,10 +70,8 @@ torch.save([o.view(torch.int16) if o.dtype == torch.bfloat16 else o.view(torch.i
 '''
 
 
-def _run(path, capability=None):
-    env = dict(os.environ)
-    if capability is not None:
-        env["SASA_CPU_CAPABILITY"] = capability
+def _run(path, capability):
+    env = dict(os.environ, SASA_CPU_CAPABILITY=capability)
     result = subprocess.run([sys.executable, "-c", _CALLS, str(path)], capture_output=True, text=True, env=env,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,6 +87,6 @@ def test_avx512_bf16_rounds_like_avx512(tmp_path):
         assert different.numel() == 0, f"output {i}: {different.shape[0]} elements differ, first at {different[:3].tolist()}"
     # The inputs reach the cases the fast path hands over: NaN and subnormal results exist.
     bits = torch.cat([t.flatten() for t in fast[:-1]]).int() & 0x7FFF
-    assert ((bits > 0x7F80)).any(), "no NaN result"
+    assert (bits > 0x7F80).any(), "no NaN result"
     assert ((bits > 0) & (bits < 0x0080)).any(), "no subnormal result"
     assert (bits == 0x7F80).any(), "no infinite result"
