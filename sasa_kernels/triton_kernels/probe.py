@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .project import INTERPRETED, effective_norm_weight, inv_rms64, inv_rms_of, normalize
+from .project import INTERPRETED, effective_norm_weight, inv_rms64, inv_rms_of, normalize, to_float32
 
 __all__ = ["ProbeConfig", "probe_config", "launch_probe"]
 
@@ -76,13 +76,15 @@ def probe_config(batch: int, num_probes: int, d: int) -> ProbeConfig:
 
 
 @triton.jit
-def _row_sum_sq(hidden_ptr, row_offsets, load_mask, d, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+def _row_sum_sq(
+    hidden_ptr, row_offsets, load_mask, d, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, SOFT_RTNE: tl.constexpr,
+):
     # fp64: squares are exact and the sum all but exact (see inv_rms_of).
     acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
     for start in range(0, d, BLOCK_N):
         ks = start + tl.arange(0, BLOCK_N)
         mask = load_mask[:, None] & (ks < d)[None, :]
-        x = tl.load(hidden_ptr + row_offsets[:, None] + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = to_float32(tl.load(hidden_ptr + row_offsets[:, None] + ks[None, :], mask=mask, other=0.0), SOFT_RTNE)
         x = x.to(tl.float64)  # via fp32: older Triton lacks direct half -> fp64 casts on some targets
         acc += x * x
     return tl.sum(acc, axis=1)
@@ -117,7 +119,7 @@ def probe_kernel(
     # fp32 rows are normalized in fp64, fp16/bf16 rows with Llama's roundings (dtype is a
     # compile-time value, so each specialization keeps one branch).
     if HAS_NORM:
-        sum_sq = _row_sum_sq(hidden_ptr, row_offsets, load_mask, d, BLOCK_B, BLOCK_N)
+        sum_sq = _row_sum_sq(hidden_ptr, row_offsets, load_mask, d, BLOCK_B, BLOCK_N, SOFT_RTNE)
         if dtype == tl.float32:
             inv_rms = inv_rms64(sum_sq, d_float, norm_eps)
         else:
@@ -129,9 +131,9 @@ def probe_kernel(
     for start in range(0, d, BLOCK_K):
         ks = start + tl.arange(0, BLOCK_K)
         k_mask = ks < d
-        x = tl.load(
+        x = to_float32(tl.load(
             hidden_ptr + row_offsets[:, None] + ks[None, :], mask=load_mask[:, None] & k_mask[None, :], other=0.0,
-        ).to(tl.float32)
+        ), SOFT_RTNE)
         x64 = x.to(tl.float64)
         if HAS_NORM:
             if dtype == tl.float32:
@@ -139,18 +141,18 @@ def probe_kernel(
                 x64 = x64 * inv_rms[:, None] * w64[None, :]
             else:
                 w = effective_norm_weight(norm_weight_ptr, ks, k_mask, weight_offset, dtype, SOFT_RTNE)
-                x64 = normalize(x, inv_rms, w, dtype, SOFT_RTNE).to(tl.float32).to(tl.float64)
-        wc = tl.load(
+                x64 = to_float32(normalize(x, inv_rms, w, dtype, SOFT_RTNE), SOFT_RTNE).to(tl.float64)
+        wc = to_float32(tl.load(
             weight_ptr + probes[:, None].to(tl.int64) * stride_wc + ks[None, :],
             mask=probe_mask[:, None] & k_mask[None, :], other=0.0,
-        ).to(tl.float32)
+        ), SOFT_RTNE)
         # Products of two fp32 values are exact in fp64, and the fp64 sum is all but exact.
         scores += tl.sum(x64[:, None, :] * wc.to(tl.float64)[None, :, :], axis=2)
 
     # Bias and sigmoid in fp64 too, then one rounding: the GPU's fast fp32 exp and division would
     # otherwise add a few ulps that the fp32 reference does not have.
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + probes, mask=probe_mask, other=0.0).to(tl.float32)
+        bias = to_float32(tl.load(bias_ptr + probes, mask=probe_mask, other=0.0), SOFT_RTNE)
         scores += bias.to(tl.float64)[None, :]
     if SIGMOID:
         # exp of -|s| only (never overflows): sigmoid(s) = 1 / (1 + e) for s >= 0, e / (1 + e) below.

@@ -11,11 +11,14 @@ One launch per call. Each program owns ``BLOCK_M`` rows:
 
 Numerics (shared by every fused backend; :mod:`sasa_kernels.backends.base` states them): the
 fp32 values are widened to fp64, where their products are exact, and ``<hs, hf>``, ``||hf||^2``
-and the norm's sum of squares accumulate in fp64 (one fp64 FMA per element: free in a memory-bound
-kernel). ``b * alpha`` is formed in fp64 (IEEE division) and rounded to fp32 once, so a cancelling dot product (``hs`` nearly orthogonal to ``hf``) is not carried into
-``alpha`` as fp32 summation error: with fp32 sums this kernel broke the 2x-eager tolerance rule on
-about 4% of random fp32 inputs with uncorrelated rows. ``1/rms`` is correctly rounded too; see
-:func:`inv_rms_of`.
+and the norm's sum of squares accumulate in fp64 (an fp64 multiply and add per element: free in a
+memory-bound kernel). ``b * alpha`` is formed in fp64 (IEEE division) and rounded to fp32 once, so
+a cancelling dot product (``hs`` nearly orthogonal to ``hf``) is not carried into ``alpha`` as fp32
+summation error: with fp32 sums this kernel broke the 2x-eager tolerance rule on about 4% of random
+fp32 inputs with uncorrelated rows. ``1/rms`` is correctly rounded too; see :func:`inv_rms_of`.
+``h = a*hs + c*hf`` rounds both products and then the sum, like the reference: the launch turns
+off Triton's contraction into FMAs (``enable_fp_fusion=False``), which the interpreter never does
+and so cannot show; ``tests/sasa_kernels/backends/test_triton_gpu_compile.py`` checks the GPU code.
 """
 
 from __future__ import annotations
@@ -75,25 +78,49 @@ def project_config(n_rows: int, d: int) -> ProjectConfig:
 def round_to(x, DTYPE: tl.constexpr, SOFT_RTNE: tl.constexpr):
     """fp32 ``x`` rounded to ``DTYPE`` (round to nearest even), returned as ``DTYPE``.
 
-    The Triton interpreter truncates fp32 -> bf16 instead of rounding, so under it (``SOFT_RTNE``)
-    bf16 is rounded with integer arithmetic on the bit pattern; compiled kernels use the native
-    conversion, which already rounds to nearest even.
+    Compiled kernels use the native conversion, which rounds to nearest even. The Triton
+    interpreter (``SOFT_RTNE``) does not: its fp32 -> bf16 conversion truncates, turns bf16
+    subnormals into wrong normal numbers or zeros, and can turn a NaN into an infinity. So under it
+    bf16 is rounded with integer arithmetic on the bit pattern and formed by a bitcast, which gives
+    torch's bits for every input, subnormals and NaN (0x7FC0) included.
     """
     if SOFT_RTNE:
         if DTYPE == tl.bfloat16:
             bits = x.to(tl.uint32, bitcast=True)
-            bits = bits + 0x7FFF + ((bits >> 16) & 1)
-            bits = (bits >> 16) << 16
-            # NaN payloads below bit 16 would round into inf; keep NaN a NaN.
-            x = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
-    return x.to(DTYPE)
+            rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            # A NaN's payload below bit 16 would round into inf or flip the sign; torch gives 0x7FC0.
+            rounded = tl.where(x != x, 0x7FC0, rounded)
+            y = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        else:
+            y = x.to(DTYPE)
+    else:
+        y = x.to(DTYPE)
+    return y
+
+
+@triton.jit
+def to_float32(x, SOFT_RTNE: tl.constexpr):
+    """``x`` (fp16, bf16 or fp32) widened to fp32, exactly.
+
+    Under the interpreter (``SOFT_RTNE``) bf16 is widened by a bitcast, a 16-bit shift of the
+    pattern: its own bf16 -> fp32 conversion gets subnormals wrong (see ``round_to``).
+    """
+    if SOFT_RTNE:
+        if x.dtype == tl.bfloat16:
+            y = (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+        else:
+            y = x.to(tl.float32)
+    else:
+        y = x.to(tl.float32)
+    return y
 
 
 @triton.jit
 def effective_norm_weight(weight_ptr, cols, col_mask, weight_offset, DTYPE: tl.constexpr, SOFT_RTNE: tl.constexpr):
     """``weight_offset + weight`` as Llama numerics form it: rounded to the activation dtype."""
-    w = tl.load(weight_ptr + cols, mask=col_mask, other=0.0).to(DTYPE).to(tl.float32)
-    return round_to(w + weight_offset, DTYPE, SOFT_RTNE).to(tl.float32)
+    # The weight has the activation dtype (the validator requires it), so only the sum rounds.
+    w = to_float32(tl.load(weight_ptr + cols, mask=col_mask, other=0.0), SOFT_RTNE)
+    return to_float32(round_to(w + weight_offset, DTYPE, SOFT_RTNE), SOFT_RTNE)
 
 
 @triton.jit
@@ -129,7 +156,7 @@ def normalize(h, inv_rms, w, DTYPE: tl.constexpr, SOFT_RTNE: tl.constexpr):
     """HF Llama RMSNorm of fp32 rows ``h`` given ``1/rms`` per row and the effective weight."""
     # Two roundings, as in HF: normalize in fp32 then cast; multiply (exact in fp32 for two half
     # precision values) then cast.
-    normed = round_to(h * inv_rms[:, None], DTYPE, SOFT_RTNE).to(tl.float32)
+    normed = to_float32(round_to(h * inv_rms[:, None], DTYPE, SOFT_RTNE), SOFT_RTNE)
     return round_to(normed * w[None, :], DTYPE, SOFT_RTNE)
 
 
@@ -143,15 +170,15 @@ def _project_single_block(
     cols = tl.arange(0, BLOCK_D)
     col_mask = cols < d
     mask = row_mask[:, None] & col_mask[None, :]
-    s = tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    f = tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    s = to_float32(tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
+    f = to_float32(tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
     s64, f64 = s.to(tl.float64), f.to(tl.float64)
     coef_f = projection_coefficient(tl.sum(s64 * f64, axis=1), tl.sum(f64 * f64, axis=1), b, eps)
     h = round_to(a * s + coef_f[:, None] * f, dtype, SOFT_RTNE)
     tl.store(out_ptr + rows[:, None] * stride_out + cols[None, :], h, mask=mask)
     if RMSNORM:
         # The norm reads the rounded h, exactly what the next block would read from memory.
-        h32 = h.to(tl.float32)
+        h32 = to_float32(h, SOFT_RTNE)
         h64 = h32.to(tl.float64)
         inv_rms = inv_rms_of(tl.sum(h64 * h64, axis=1), d_float, norm_eps)
         w = effective_norm_weight(weight_ptr, cols, col_mask, weight_offset, dtype, SOFT_RTNE)
@@ -172,8 +199,8 @@ def _project_looped(
     for start in range(0, d, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)
         mask = row_mask[:, None] & (cols < d)[None, :]
-        s = tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        f = tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        s = to_float32(tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
+        f = to_float32(tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
         s64, f64 = s.to(tl.float64), f.to(tl.float64)
         dot_acc += s64 * f64
         norm_acc += f64 * f64
@@ -183,12 +210,12 @@ def _project_looped(
     for start in range(0, d, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)
         mask = row_mask[:, None] & (cols < d)[None, :]
-        s = tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        f = tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        s = to_float32(tl.load(hs_ptr + rows[:, None] * stride_hs + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
+        f = to_float32(tl.load(hf_ptr + rows[:, None] * stride_hf + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
         h = round_to(a * s + coef_f[:, None] * f, dtype, SOFT_RTNE)
         tl.store(out_ptr + rows[:, None] * stride_out + cols[None, :], h, mask=mask)
         if RMSNORM:
-            h64 = h.to(tl.float32).to(tl.float64)
+            h64 = to_float32(h, SOFT_RTNE).to(tl.float64)
             sq_acc += h64 * h64
 
     if RMSNORM:
@@ -200,7 +227,7 @@ def _project_looped(
             cols = start + tl.arange(0, BLOCK_D)
             col_mask = cols < d
             mask = row_mask[:, None] & col_mask[None, :]
-            h32 = tl.load(out_ptr + rows[:, None] * stride_out + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            h32 = to_float32(tl.load(out_ptr + rows[:, None] * stride_out + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
             w = effective_norm_weight(weight_ptr, cols, col_mask, weight_offset, dtype, SOFT_RTNE)
             y = normalize(h32, inv_rms, w, dtype, SOFT_RTNE)
             tl.store(normed_ptr + rows[:, None] * stride_normed + cols[None, :], y, mask=mask)
@@ -285,5 +312,9 @@ def launch_project(
         float(a), float(b), float(eps), float(norm_eps), float(weight_offset),
         BLOCK_M=cfg.block_m, BLOCK_D=cfg.block_d, SINGLE_BLOCK=cfg.single_block, RMSNORM=rmsnorm,
         SOFT_RTNE=INTERPRETED, num_warps=cfg.num_warps,
+        # h = a*hs + c*hf rounds both products before the add, as the reference and every other
+        # backend do. Triton contracts a multiply and an add into an FMA by default (through 3.9;
+        # 3.10 changes the default), which would change h's last bit on the GPU only.
+        enable_fp_fusion=False,
     )
     return cfg

@@ -1,0 +1,161 @@
+"""Compile every specialization the Triton launchers use for a GPU, without one (no kernel runs).
+
+Run as a script in a process without ``TRITON_INTERPRET`` (the kernels must be ``JITFunction``s):
+``python -m tests.sasa_kernels.backends.triton_gpu_compile [ARCH ...]`` prints one JSON object
+per compiled specialization. ``test_triton_gpu_compile.py`` runs it on machines without a GPU,
+where the kernels otherwise only ever run under the interpreter, which accepts code the GPU
+compiler rejects and never applies the compiler's floating-point contraction.
+
+The launchers themselves produce the specializations: ``launch_project`` and ``launch_probe`` are
+called on CPU tensors with each kernel swapped for a recorder, so what is compiled is exactly what
+they would launch (arguments, constexprs, ``num_warps``, ``enable_fp_fusion``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    raise SystemExit("triton_gpu_compile: run without TRITON_INTERPRET (the kernels must be compiled)")
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from sasa_kernels.triton_kernels import probe as probe_module  # noqa: E402
+from sasa_kernels.triton_kernels import project as project_module  # noqa: E402
+
+#: Compile options a launch passes besides the kernel's own parameters.
+OPTION_NAMES = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
+TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.int64: "i64"}
+HALF_AND_FULL = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as a compiler input."""
+
+    kernel: str
+    signature: tuple[tuple[str, str], ...]
+    constexprs: tuple[tuple[str, Any], ...]
+    options: tuple[tuple[str, Any], ...]
+
+
+class _Recorder:
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records the call."""
+
+    def __init__(self, fn: triton.JITFunction, name: str, seen: dict[Launch, triton.JITFunction]):
+        self.fn, self.name, self.seen = fn, name, seen
+
+    def __getitem__(self, grid: object) -> Callable[..., None]:
+        return self._record
+
+    def _record(self, *args: Any, **kwargs: Any) -> None:
+        names = self.fn.arg_names
+        bound = dict(zip(names, args))
+        bound.update({k: v for k, v in kwargs.items() if k in names})
+        signature, constexprs = [], []
+        for param, name in zip(self.fn.params, names):
+            value = bound[name]
+            if param.is_constexpr:
+                signature.append((name, "constexpr"))
+                constexprs.append((name, value))
+            elif isinstance(value, torch.Tensor):
+                signature.append((name, "*" + TRITON_DTYPE[value.dtype]))
+            elif isinstance(value, bool):
+                signature.append((name, "i1"))
+            elif isinstance(value, int):
+                signature.append((name, "i32" if -(2**31) <= value < 2**31 else "i64"))
+            elif isinstance(value, float):
+                signature.append((name, "fp32"))
+            else:
+                raise TypeError(f"{self.name}: argument {name} of unexpected type {type(value).__name__}")
+        options = tuple(sorted((k, v) for k, v in kwargs.items() if k in OPTION_NAMES))
+        self.seen.setdefault(Launch(self.name, tuple(signature), tuple(constexprs), options), self.fn)
+
+
+def _project_launches(seen: dict[Launch, triton.JITFunction]) -> None:
+    # Shapes reaching every configuration of the heuristic: one row, packed rows, one block, loop.
+    shapes = [(1, 896), (16, 4096), (512, 127), (4096, 8192), (8, 16384), (65536, 128)]
+    for dtype, (rows, d), norm in itertools.product(HALF_AND_FULL, shapes, (False, True)):
+        hs = torch.empty(rows, d, dtype=dtype)
+        w = torch.empty(d, dtype=dtype) if norm else None
+        project_module.launch_project(
+            hs, hs, torch.empty_like(hs), 1.0, 0.5, 1e-6,
+            norm_weight=w, out_normed=torch.empty_like(hs) if norm else None,
+        )
+
+
+def _probe_launches(seen: dict[Launch, triton.JITFunction]) -> None:
+    def launch(dtype, weight_dtype, batch, num_probes, d, positions, bias, norm, sigmoid):
+        hidden = torch.empty(batch, 3, d, dtype=dtype)
+        weight = torch.empty(num_probes, d, dtype=weight_dtype)
+        probe_module.launch_probe(
+            hidden, torch.zeros(batch, dtype=torch.int64) if positions else None, weight,
+            torch.empty(num_probes, dtype=weight_dtype) if bias else None,
+            torch.empty(d, dtype=dtype) if norm else None, torch.empty(batch, num_probes), 1e-6, 0.0, sigmoid,
+        )
+
+    dtypes = [(torch.float32, torch.float32), (torch.float16, torch.float16), (torch.float16, torch.float32),
+              (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)]
+    # Every combination of the flags where the two branches of the norm differ (fp32 rows are
+    # normalized in fp64, half-precision rows with Llama's roundings); all on and all off elsewhere.
+    every = list(itertools.product((False, True), repeat=4))
+    for (dtype, weight_dtype) in dtypes:
+        full = dtype == weight_dtype and dtype != torch.float16
+        for positions, bias, norm, sigmoid in every if full else [every[0], every[-1]]:
+            launch(dtype, weight_dtype, 8, 4, 4096, positions, bias, norm, sigmoid)
+    # Other block shapes of the heuristic, with everything on.
+    for (dtype, weight_dtype), (batch, num_probes, d) in itertools.product(
+        dtypes, [(1, 1, 896), (64, 16, 4096), (300, 40, 127)]
+    ):
+        launch(dtype, weight_dtype, batch, num_probes, d, True, True, True, True)
+
+
+def launches() -> dict[Launch, triton.JITFunction]:
+    """Every distinct launch the launchers make over a grid of shapes, dtypes and flags."""
+    seen: dict[Launch, triton.JITFunction] = {}
+    saved = project_module.project_kernel, probe_module.probe_kernel
+    project_module.project_kernel = _Recorder(saved[0], "project_kernel", seen)
+    probe_module.probe_kernel = _Recorder(saved[1], "probe_kernel", seen)
+    try:
+        _project_launches(seen)
+        _probe_launches(seen)
+    finally:
+        project_module.project_kernel, probe_module.probe_kernel = saved
+    return seen
+
+
+def compile_launch(launch: Launch, fn: triton.JITFunction, arch: int) -> dict[str, Any]:
+    """Compile ``launch`` for CUDA ``sm_<arch>``; a summary of the PTX it gave."""
+    source = ASTSource(fn=fn, signature=dict(launch.signature), constexprs=dict(launch.constexprs))
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
+    ptx = compiled.asm["ptx"]
+    return {
+        "kernel": launch.kernel,
+        "arch": arch,
+        "constexprs": {k: v for k, v in launch.constexprs},
+        "options": {k: v for k, v in launch.options},
+        "pointers": {k: v for k, v in launch.signature if v.startswith("*")},
+        "fma_f32": ptx.count("fma.rn.f32"),
+        "ptx_lines": ptx.count("\n"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    archs = [int(a) for a in argv] or [90]
+    for arch in archs:
+        for launch, fn in launches().items():
+            print(json.dumps(compile_launch(launch, fn, arch), default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
