@@ -1,8 +1,9 @@
 """Compile every specialization the Triton launchers use for a GPU, without one (no kernel runs).
 
 Run as a script in a process without ``TRITON_INTERPRET`` (the kernels must be ``JITFunction``s):
-``python -m tests.sasa_kernels.backends.triton_gpu_compile [ARCH ...]`` prints one JSON object
-per compiled specialization. ``test_triton_gpu_compile.py`` runs it on machines without a GPU,
+``python -m tests.sasa_kernels.backends.triton_gpu_compile [--usage] [--csv PATH] [ARCH ...]``
+prints one JSON object per compiled specialization (``--usage``: with the registers and spills
+ptxas reports; ``--csv``: also as a CSV file). ``test_triton_gpu_compile.py`` runs it on machines without a GPU,
 where the kernels otherwise only ever run under the interpreter, which accepts code the GPU
 compiler rejects and never applies the compiler's floating-point contraction.
 
@@ -16,9 +17,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -133,12 +137,45 @@ def launches() -> dict[Launch, triton.JITFunction]:
     return seen
 
 
-def compile_launch(launch: Launch, fn: triton.JITFunction, arch: int) -> dict[str, Any]:
-    """Compile ``launch`` for CUDA ``sm_<arch>``; a summary of the PTX it gave."""
+def ptxas_usage(ptx: str, arch: int) -> dict[str, Optional[int]]:
+    """Registers per thread and spill bytes that ``ptxas -v`` reports for ``ptx`` (None if unknown).
+
+    Triton runs ptxas itself but keeps its log; this reruns the ptxas it ships for ``arch``.
+    """
+    unknown: dict[str, Optional[int]] = {"registers": None, "spill_store_bytes": None, "spill_load_bytes": None}
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        ptxas = get_ptxas(arch).path
+    except (ImportError, AttributeError, TypeError):  # another Triton's layout: report nothing
+        return unknown
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        run = subprocess.run(
+            [ptxas, "-v", f"--gpu-name=sm_{arch}a" if arch >= 90 else f"--gpu-name=sm_{arch}", src,
+             "-o", os.path.join(tmp, "kernel.cubin")],
+            capture_output=True, text=True,
+        )
+    regs = re.search(r"Used (\d+) registers", run.stderr)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
+    if run.returncode != 0 or regs is None:
+        return unknown
+    return {
+        "registers": int(regs.group(1)),
+        "spill_store_bytes": int(spills.group(1)) if spills else 0,
+        "spill_load_bytes": int(spills.group(2)) if spills else 0,
+    }
+
+
+def compile_launch(launch: Launch, fn: triton.JITFunction, arch: int, usage: bool = False) -> dict[str, Any]:
+    """Compile ``launch`` for CUDA ``sm_<arch>``; a summary of the PTX it gave (and with ``usage``,
+    of its registers and spills)."""
     source = ASTSource(fn=fn, signature=dict(launch.signature), constexprs=dict(launch.constexprs))
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
     ptx = compiled.asm["ptx"]
-    return {
+    return {**(ptxas_usage(ptx, arch) if usage else {}), **{
         "kernel": launch.kernel,
         "arch": arch,
         "constexprs": {k: v for k, v in launch.constexprs},
@@ -146,14 +183,43 @@ def compile_launch(launch: Launch, fn: triton.JITFunction, arch: int) -> dict[st
         "pointers": {k: v for k, v in launch.signature if v.startswith("*")},
         "fma_f32": ptx.count("fma.rn.f32"),
         "ptx_lines": ptx.count("\n"),
+    }}
+
+
+def _csv_row(result: dict[str, Any]) -> dict[str, Any]:
+    pointers = result["pointers"]
+    dtype = pointers.get("hs_ptr", pointers.get("hidden_ptr", ""))[1:]
+    weight = pointers.get("weight_ptr", "")[1:] if result["kernel"] == "probe_kernel" else ""
+    flags = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in result["constexprs"].items() if k != "SOFT_RTNE")
+    return {
+        "triton": triton.__version__, "arch": f"sm_{result['arch']}", "kernel": result["kernel"],
+        "dtype": dtype, "weight_dtype": weight, "constexprs": flags, "num_warps": result["options"].get("num_warps"),
+        "registers": result.get("registers"), "spill_store_bytes": result.get("spill_store_bytes"),
+        "spill_load_bytes": result.get("spill_load_bytes"), "fma_f32": result["fma_f32"],
     }
 
 
 def main(argv: list[str]) -> int:
-    archs = [int(a) for a in argv] or [90]
-    for arch in archs:
+    """``[--usage] [--csv PATH] [ARCH ...]``: JSON lines on stdout; ``--csv`` also writes them as CSV rows."""
+    import argparse
+    import csv
+
+    parser = argparse.ArgumentParser(prog="triton_gpu_compile", description=main.__doc__)
+    parser.add_argument("archs", nargs="*", type=int, default=[90])
+    parser.add_argument("--usage", action="store_true", help="registers and spills from ptxas -v")
+    parser.add_argument("--csv", help="also write the results to this CSV file (implies --usage)")
+    args = parser.parse_args(argv)
+    rows = []
+    for arch in args.archs:
         for launch, fn in launches().items():
-            print(json.dumps(compile_launch(launch, fn, arch), default=str), flush=True)
+            result = compile_launch(launch, fn, arch, args.usage or bool(args.csv))
+            print(json.dumps(result, default=str), flush=True)
+            rows.append(_csv_row(result))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return 0
 
 
