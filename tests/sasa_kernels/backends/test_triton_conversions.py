@@ -25,6 +25,8 @@ if INTERPRETED:
     DEVICE = "cpu"
 elif torch.cuda.is_available():
     DEVICE = "cuda"
+    # Seconds on a GPU: benchmarks/gpu_check.sh runs the cuda-marked tests, so these come along.
+    pytestmark = pytest.mark.cuda
 else:
     pytestmark = pytest.mark.skip(reason="Triton kernels need a GPU or TRITON_INTERPRET=1")
     DEVICE = "cpu"

@@ -63,3 +63,13 @@ def test_project_rounds_both_products_before_the_add_on_the_gpu(compiled):
     # built with -ffp-contract=off) round three times.
     fused = [r["constexprs"] | r["pointers"] for r in compiled if r["kernel"] == "project_kernel" and r["fma_f32"]]
     assert not fused, f"{len(fused)} project specializations use fp32 FMAs, e.g. {fused[0]}"
+
+
+def test_project_moves_aligned_rows_in_128_bit_accesses(compiled):
+    # The specializations come from Triton's own binder, so a row length divisible by 16 is known
+    # to the compiler (as in a real launch) and the memory-bound kernel loads and stores whole
+    # 16-byte vectors; scalar 2-byte accesses would cost most of the GPU's bandwidth.
+    aligned = [r for r in compiled if r["kernel"] == "project_kernel" and "d" in r["divisible_by_16"]]
+    assert aligned, "the grid has no row length divisible by 16"
+    narrow = [(r["constexprs"], r["pointers"]["hs_ptr"]) for r in aligned if (r["widest_load_bits"], r["widest_store_bits"]) != (128, 128)]
+    assert not narrow, f"{len(narrow)} aligned project specializations without 128-bit accesses, e.g. {narrow[0]}"

@@ -3,14 +3,14 @@
 Run as a script in a process without ``TRITON_INTERPRET`` (the kernels must be ``JITFunction``s):
 ``python -m tests.sasa_kernels.backends.triton_gpu_compile [--usage] [--csv PATH] [ARCH ...]``
 prints one JSON object per compiled specialization (``--usage``: with the registers and spills
-ptxas reports; ``--csv``: also as a CSV file). ``test_triton_gpu_compile.py`` runs it on machines without a GPU,
-where the kernels otherwise only ever run under the interpreter, which accepts code the GPU
-compiler rejects and never applies the compiler's floating-point contraction.
+ptxas reports; ``--csv``: also as a CSV file). ``test_triton_gpu_compile.py`` runs it on machines
+without a GPU. There the kernels otherwise only ever run under the interpreter, which accepts
+code the GPU compiler rejects and never applies the compiler's floating-point contraction.
 
 The launchers themselves produce the specializations: ``launch_project`` and ``launch_probe`` are
-called on CPU tensors with each kernel swapped for a recorder, so what is compiled is exactly what
-they would launch (arguments, constexprs, ``num_warps``, ``enable_fp_fusion``).
-"""
+called on CPU tensors with each kernel swapped for a recorder, and the recorder forms the
+compiler's input with Triton's own binder, as a real launch would: arguments, constexprs,
+alignment and divisibility, ``num_warps``, ``enable_fp_fusion``."""
 
 from __future__ import annotations
 
@@ -36,56 +36,61 @@ from triton.compiler import ASTSource  # noqa: E402
 from sasa_kernels.triton_kernels import probe as probe_module  # noqa: E402
 from sasa_kernels.triton_kernels import project as project_module  # noqa: E402
 
-#: Compile options a launch passes besides the kernel's own parameters.
-OPTION_NAMES = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
-TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.int64: "i64"}
+#: The GPU the kernels are compiled for: CUDA, 32-thread warps (only the arch varies).
+WARP_SIZE = 32
 HALF_AND_FULL = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Launch:
-    """One kernel launch as a compiler input."""
+    """One kernel launch as the compiler's input, formed the way ``JITFunction.run`` forms it."""
 
     kernel: str
-    signature: tuple[tuple[str, str], ...]
-    constexprs: tuple[tuple[str, Any], ...]
-    options: tuple[tuple[str, Any], ...]
+    fn: triton.JITFunction
+    signature: dict[str, str]
+    constexprs: dict[Any, Any]
+    attrs: dict[Any, Any]
+    options: Any  # the backend's options object (num_warps, enable_fp_fusion, ...)
+
+    def key(self) -> str:
+        return repr((self.kernel, self.signature, self.constexprs, self.attrs, self.options))
+
+    def named_constexprs(self) -> dict[str, Any]:
+        names = self.fn.arg_names
+        return {names[path[0]] if isinstance(path, tuple) else path: v for path, v in self.constexprs.items()}
+
+    def pointers(self) -> dict[str, str]:
+        return {name: ty for name, ty in self.signature.items() if ty.startswith("*")}
 
 
 class _Recorder:
-    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records the call."""
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records the launch.
 
-    def __init__(self, fn: triton.JITFunction, name: str, seen: dict[Launch, triton.JITFunction]):
+    The specialization comes from Triton's own binder for the target, as in ``JITFunction.run``
+    (Triton 3.6 through 3.9): pointer alignment and integer divisibility by 16 included, which
+    decide whether loads and stores are vectorized.
+    """
+
+    def __init__(self, fn: triton.JITFunction, name: str, arch: int, seen: dict[str, Launch]):
+        from triton.compiler import make_backend
+        from triton.runtime.jit import create_function_from_signature
+
         self.fn, self.name, self.seen = fn, name, seen
+        self.backend = make_backend(GPUTarget("cuda", arch, WARP_SIZE))
+        self.binder = create_function_from_signature(fn.signature, fn.params, self.backend)
 
     def __getitem__(self, grid: object) -> Callable[..., None]:
         return self._record
 
     def _record(self, *args: Any, **kwargs: Any) -> None:
-        names = self.fn.arg_names
-        bound = dict(zip(names, args))
-        bound.update({k: v for k, v in kwargs.items() if k in names})
-        signature, constexprs = [], []
-        for param, name in zip(self.fn.params, names):
-            value = bound[name]
-            if param.is_constexpr:
-                signature.append((name, "constexpr"))
-                constexprs.append((name, value))
-            elif isinstance(value, torch.Tensor):
-                signature.append((name, "*" + TRITON_DTYPE[value.dtype]))
-            elif isinstance(value, bool):
-                signature.append((name, "i1"))
-            elif isinstance(value, int):
-                signature.append((name, "i32" if -(2**31) <= value < 2**31 else "i64"))
-            elif isinstance(value, float):
-                signature.append((name, "fp32"))
-            else:
-                raise TypeError(f"{self.name}: argument {name} of unexpected type {type(value).__name__}")
-        options = tuple(sorted((k, v) for k, v in kwargs.items() if k in OPTION_NAMES))
-        self.seen.setdefault(Launch(self.name, tuple(signature), tuple(constexprs), options), self.fn)
+        kwargs = {"debug": bool(self.fn.debug), **kwargs}
+        bound, specialization, options = self.binder(*args, **kwargs)
+        options, signature, constexprs, attrs = self.fn._pack_args(self.backend, kwargs, bound, specialization, options)
+        launch = Launch(self.name, self.fn, signature, constexprs, attrs, options)
+        self.seen.setdefault(launch.key(), launch)
 
 
-def _project_launches(seen: dict[Launch, triton.JITFunction]) -> None:
+def _project_launches() -> None:
     # Shapes reaching every configuration of the heuristic: one row, packed rows, one block, loop.
     shapes = [(1, 896), (16, 4096), (512, 127), (4096, 8192), (8, 16384), (65536, 128)]
     for dtype, (rows, d), norm in itertools.product(HALF_AND_FULL, shapes, (False, True)):
@@ -97,7 +102,7 @@ def _project_launches(seen: dict[Launch, triton.JITFunction]) -> None:
         )
 
 
-def _probe_launches(seen: dict[Launch, triton.JITFunction]) -> None:
+def _probe_launches() -> None:
     def launch(dtype, weight_dtype, batch, num_probes, d, positions, bias, norm, sigmoid):
         hidden = torch.empty(batch, 3, d, dtype=dtype)
         weight = torch.empty(num_probes, d, dtype=weight_dtype)
@@ -123,24 +128,26 @@ def _probe_launches(seen: dict[Launch, triton.JITFunction]) -> None:
         launch(dtype, weight_dtype, batch, num_probes, d, True, True, True, True)
 
 
-def launches() -> dict[Launch, triton.JITFunction]:
+def launches(arch: int = 90) -> list[Launch]:
     """Every distinct launch the launchers make over a grid of shapes, dtypes and flags."""
-    seen: dict[Launch, triton.JITFunction] = {}
+    seen: dict[str, Launch] = {}
     saved = project_module.project_kernel, probe_module.probe_kernel
-    project_module.project_kernel = _Recorder(saved[0], "project_kernel", seen)
-    probe_module.probe_kernel = _Recorder(saved[1], "probe_kernel", seen)
+    project_module.project_kernel = _Recorder(saved[0], "project_kernel", arch, seen)
+    probe_module.probe_kernel = _Recorder(saved[1], "probe_kernel", arch, seen)
     try:
-        _project_launches(seen)
-        _probe_launches(seen)
+        _project_launches()
+        _probe_launches()
     finally:
         project_module.project_kernel, probe_module.probe_kernel = saved
-    return seen
+    return list(seen.values())
 
 
 def ptxas_usage(ptx: str, arch: int) -> dict[str, Optional[int]]:
     """Registers per thread and spill bytes that ``ptxas -v`` reports for ``ptx`` (None if unknown).
 
-    Triton runs ptxas itself but keeps its log; this reruns the ptxas it ships for ``arch``.
+    Triton runs ptxas itself but keeps its log; this reruns the ptxas it ships for ``arch``, without
+    Triton's extra flags (such as ``--regAllocOptLevel``), so a count can differ slightly from the
+    cubin Triton builds.
     """
     unknown: dict[str, Optional[int]] = {"registers": None, "spill_store_bytes": None, "spill_load_bytes": None}
     try:
@@ -169,19 +176,24 @@ def ptxas_usage(ptx: str, arch: int) -> dict[str, Optional[int]]:
     }
 
 
-def compile_launch(launch: Launch, fn: triton.JITFunction, arch: int, usage: bool = False) -> dict[str, Any]:
+def compile_launch(launch: Launch, arch: int, usage: bool = False) -> dict[str, Any]:
     """Compile ``launch`` for CUDA ``sm_<arch>``; a summary of the PTX it gave (and with ``usage``,
     of its registers and spills)."""
-    source = ASTSource(fn=fn, signature=dict(launch.signature), constexprs=dict(launch.constexprs))
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
+    source = ASTSource(launch.fn, launch.signature, launch.constexprs, launch.attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, WARP_SIZE), options=launch.options.__dict__)
     ptx = compiled.asm["ptx"]
+    widths = re.findall(r"\b(ld|st)\.global(?:\.[a-z_]+)*\.(v[248]\.)?[bfsu](\d+)", ptx)
     return {**(ptxas_usage(ptx, arch) if usage else {}), **{
         "kernel": launch.kernel,
         "arch": arch,
-        "constexprs": {k: v for k, v in launch.constexprs},
-        "options": {k: v for k, v in launch.options},
-        "pointers": {k: v for k, v in launch.signature if v.startswith("*")},
+        "constexprs": launch.named_constexprs(),
+        "options": {k: getattr(launch.options, k) for k in ("num_warps", "num_stages", "enable_fp_fusion")},
+        "pointers": launch.pointers(),
+        "divisible_by_16": sorted(launch.fn.arg_names[path[0]] for path in launch.attrs if launch.attrs[path]),
         "fma_f32": ptx.count("fma.rn.f32"),
+        # Widest global load and store in bits (a v4 of b32 is 128): scalar accesses waste bandwidth.
+        "widest_load_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "ld"), default=0),
+        "widest_store_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "st"), default=0),
         "ptx_lines": ptx.count("\n"),
     }}
 
@@ -196,6 +208,7 @@ def _csv_row(result: dict[str, Any]) -> dict[str, Any]:
         "dtype": dtype, "weight_dtype": weight, "constexprs": flags, "num_warps": result["options"].get("num_warps"),
         "registers": result.get("registers"), "spill_store_bytes": result.get("spill_store_bytes"),
         "spill_load_bytes": result.get("spill_load_bytes"), "fma_f32": result["fma_f32"],
+        "widest_load_bits": result["widest_load_bits"], "widest_store_bits": result["widest_store_bits"],
     }
 
 
@@ -211,8 +224,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     rows = []
     for arch in args.archs:
-        for launch, fn in launches().items():
-            result = compile_launch(launch, fn, arch, args.usage or bool(args.csv))
+        for launch in launches(arch):
+            result = compile_launch(launch, arch, args.usage or bool(args.csv))
             print(json.dumps(result, default=str), flush=True)
             rows.append(_csv_row(result))
     if args.csv:
