@@ -73,3 +73,11 @@ def test_project_moves_aligned_rows_in_128_bit_accesses(compiled):
     assert aligned, "the grid has no row length divisible by 16"
     narrow = [(r["constexprs"], r["pointers"]["hs_ptr"]) for r in aligned if (r["widest_load_bits"], r["widest_store_bits"]) != (128, 128)]
     assert not narrow, f"{len(narrow)} aligned project specializations without 128-bit accesses, e.g. {narrow[0]}"
+
+
+def test_no_approximate_math_on_the_gpu(compiled):
+    # The design forms alpha, 1/rms and the sigmoid in fp64 with IEEE division and square root:
+    # an approximate fp32 division, rsqrt or exp (Triton's defaults for fp32 operands) would put
+    # GPU-only errors of a few ulps into every score and normalized row.
+    approx = {(r["kernel"], op) for r in compiled for op in r["approx_ops"]}
+    assert not approx, f"approximate operations in the PTX: {sorted(approx)}"

@@ -191,6 +191,8 @@ def compile_launch(launch: Launch, arch: int, usage: bool = False) -> dict[str, 
         "pointers": launch.pointers(),
         "divisible_by_16": sorted(launch.fn.arg_names[path[0]] for path in launch.attrs if launch.attrs[path]),
         "fma_f32": ptx.count("fma.rn.f32"),
+        # Approximate math (fp32 division is div.full unless asked otherwise, rsqrt and ex2 are approximations).
+        "approx_ops": sorted(set(re.findall(r"\b((?:div|sqrt|rsqrt|rcp|ex2|lg2|sin|cos|tanh)\.(?:approx|full)[a-z0-9.]*)", ptx))),
         # Widest global load and store in bits (a v4 of b32 is 128): scalar accesses waste bandwidth.
         "widest_load_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "ld"), default=0),
         "widest_store_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "st"), default=0),
