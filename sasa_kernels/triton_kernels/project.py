@@ -227,7 +227,8 @@ def _project_looped(
             cols = start + tl.arange(0, BLOCK_D)
             col_mask = cols < d
             mask = row_mask[:, None] & col_mask[None, :]
-            h32 = to_float32(tl.load(out_ptr + rows[:, None] * stride_out + cols[None, :], mask=mask, other=0.0), SOFT_RTNE)
+            h = tl.load(out_ptr + rows[:, None] * stride_out + cols[None, :], mask=mask, other=0.0)
+            h32 = to_float32(h, SOFT_RTNE)
             w = effective_norm_weight(weight_ptr, cols, col_mask, weight_offset, dtype, SOFT_RTNE)
             y = normalize(h32, inv_rms, w, dtype, SOFT_RTNE)
             tl.store(normed_ptr + rows[:, None] * stride_normed + cols[None, :], y, mask=mask)

@@ -71,7 +71,11 @@ def test_project_moves_aligned_rows_in_128_bit_accesses(compiled):
     # 16-byte vectors; scalar 2-byte accesses would cost most of the GPU's bandwidth.
     aligned = [r for r in compiled if r["kernel"] == "project_kernel" and "d" in r["divisible_by_16"]]
     assert aligned, "the grid has no row length divisible by 16"
-    narrow = [(r["constexprs"], r["pointers"]["hs_ptr"]) for r in aligned if (r["widest_load_bits"], r["widest_store_bits"]) != (128, 128)]
+    narrow = [
+        (r["constexprs"], r["pointers"]["hs_ptr"])
+        for r in aligned
+        if (r["widest_load_bits"], r["widest_store_bits"]) != (128, 128)
+    ]
     assert not narrow, f"{len(narrow)} aligned project specializations without 128-bit accesses, e.g. {narrow[0]}"
 
 

@@ -39,6 +39,7 @@ from sasa_kernels.triton_kernels import project as project_module  # noqa: E402
 #: The GPU the kernels are compiled for: CUDA, 32-thread warps (only the arch varies).
 WARP_SIZE = 32
 HALF_AND_FULL = (torch.float32, torch.float16, torch.bfloat16)
+APPROX_OP = re.compile(r"\b((?:div|sqrt|rsqrt|rcp|ex2|lg2|sin|cos|tanh)\.(?:approx|full)[a-z0-9.]*)")
 
 
 @dataclass
@@ -191,8 +192,9 @@ def compile_launch(launch: Launch, arch: int, usage: bool = False) -> dict[str, 
         "pointers": launch.pointers(),
         "divisible_by_16": sorted(launch.fn.arg_names[path[0]] for path in launch.attrs if launch.attrs[path]),
         "fma_f32": ptx.count("fma.rn.f32"),
-        # Approximate math (fp32 division is div.full unless asked otherwise, rsqrt and ex2 are approximations).
-        "approx_ops": sorted(set(re.findall(r"\b((?:div|sqrt|rsqrt|rcp|ex2|lg2|sin|cos|tanh)\.(?:approx|full)[a-z0-9.]*)", ptx))),
+        # Approximate math: fp32 division is div.full unless asked otherwise; rsqrt, ex2 and the
+        # like are approximations.
+        "approx_ops": sorted(set(APPROX_OP.findall(ptx))),
         # Widest global load and store in bits (a v4 of b32 is 128): scalar accesses waste bandwidth.
         "widest_load_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "ld"), default=0),
         "widest_store_bits": max((int(v[1:2] or 1) * int(b) for op, v, b in widths if op == "st"), default=0),
@@ -204,7 +206,9 @@ def _csv_row(result: dict[str, Any]) -> dict[str, Any]:
     pointers = result["pointers"]
     dtype = pointers.get("hs_ptr", pointers.get("hidden_ptr", ""))[1:]
     weight = pointers.get("weight_ptr", "")[1:] if result["kernel"] == "probe_kernel" else ""
-    flags = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in result["constexprs"].items() if k != "SOFT_RTNE")
+    flags = " ".join(
+        f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in result["constexprs"].items() if k != "SOFT_RTNE"
+    )
     return {
         "triton": triton.__version__, "arch": f"sm_{result['arch']}", "kernel": result["kernel"],
         "dtype": dtype, "weight_dtype": weight, "constexprs": flags, "num_warps": result["options"].get("num_warps"),
