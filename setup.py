@@ -144,6 +144,33 @@ def _write_config_header(directory: str, torch_version: str) -> None:
             f.write(text)
 
 
+def _pip_cudart(torch, library_dirs: list[str]) -> str | None:
+    """The CUDA runtime a pip-installed CUDA torch ships (``nvidia/cu13/lib/libcudart.so.13``), when
+    the linker would find no ``libcudart.so`` to satisfy cpp_extension's ``-lcudart``.
+
+    A CUDA toolkit provides ``lib64/libcudart.so``; an environment with nvcc but only torch's own
+    runtime libraries (pip's ``nvidia-*`` packages, which have the versioned file alone) compiles
+    every source and then fails to link. Linking that file by path works, and at run time it is
+    the library torch has already loaded.
+    """
+    if sys.platform != "linux" or not torch.version.cuda:
+        return None
+    search = list(library_dirs) + os.environ.get("LIBRARY_PATH", "").split(os.pathsep)
+    search += ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib", "/lib/x86_64-linux-gnu"]
+    if any(d and os.path.exists(os.path.join(d, "libcudart.so")) for d in search):
+        return None
+    try:
+        import nvidia  # the namespace package of pip's CUDA libraries
+    except ImportError:
+        return None
+    major = torch.version.cuda.split(".")[0]
+    for base in getattr(nvidia, "__path__", []):
+        found = sorted(glob.glob(os.path.join(base, "*", "lib", f"libcudart.so.{major}*")))
+        if found:
+            return found[0]
+    return None
+
+
 def _openmp_flag(torch) -> str | None:
     """The compiler flag for OpenMP when torch parallelizes with OpenMP (``None`` otherwise)."""
     if sys.platform == "win32" or "OpenMP" not in torch.__config__.parallel_info():
@@ -200,6 +227,11 @@ def _extension_setup():
         sources += CUDA_SOURCES
         kwargs["extra_compile_args"] = {"cxx": cxx_flags, "nvcc": ["-O3", "-DSASA_WITH_CUDA"]}
         ext = cpp_extension.CUDAExtension("sasa_kernels._C", sources, **kwargs)
+        cudart = _pip_cudart(torch, ext.library_dirs)
+        if cudart is not None:
+            _note(f"no libcudart.so for the linker: linking torch's CUDA runtime {cudart}")
+            ext.libraries = [lib for lib in ext.libraries if lib != "cudart"]
+            ext.extra_link_args += [cudart, f"-Wl,-rpath,{os.path.dirname(cudart)}"]
     else:
         kwargs["extra_compile_args"] = {"cxx": cxx_flags}
         ext = cpp_extension.CppExtension("sasa_kernels._C", sources, **kwargs)

@@ -83,10 +83,22 @@ say "backends: $("$PY" -c "import sasa_kernels as sk; print('cuda', sk.backends(
 
 # --- 2. CUDA-marked tests ---------------------------------------------------------------------------
 echo "-- 2. CUDA tests (log: $RES/pytest.log)"
-timeout "${TEST_TIMEOUT_S:-90}" "$PY" -m pytest -q -m cuda tests -p no:cacheprovider > "$RES/pytest.log" 2>&1
+# --continue-on-collection-errors: a test module that imports a package this machine lacks (the
+# GPU machine has pytest but not necessarily hypothesis or PIL, which only CPU-side test modules
+# use) must not stop every other module's CUDA tests from running.
+timeout "${TEST_TIMEOUT_S:-90}" "$PY" -m pytest -q -m cuda tests -p no:cacheprovider --continue-on-collection-errors \
+    > "$RES/pytest.log" 2>&1
 rc=$?
+not_collected=$(grep -E '^ERROR tests/' "$RES/pytest.log" | grep -vc '::')
+failed_tests=$(grep -cE '^(FAILED|ERROR) tests/.*::' "$RES/pytest.log")
+if [ "$rc" -eq 1 ] && [ "$not_collected" -gt 0 ] && [ "$failed_tests" -eq 0 ]; then
+    rc=collect  # no collected test failed; some modules could not be imported
+fi
 case $rc in
     0) say "tests -m cuda: $(tail -n 1 "$RES/pytest.log")" ;;
+    collect) say "tests -m cuda: $(tail -n 1 "$RES/pytest.log"): no collected test failed; $not_collected modules not importable here:"
+       grep -E '^ERROR tests/' "$RES/pytest.log" | grep -v '::' | cut -c7- | head -n 8 | while read -r m; do say "  $m"; done
+       say "  (missing: $(grep -oE "No module named '[^']+'" "$RES/pytest.log" | sort -u | cut -d"'" -f2 | tr '\n' ' '))" ;;
     5) say "tests -m cuda: none collected ($(tail -n 1 "$RES/pytest.log"))" ;;
     124) say "tests -m cuda: TIMED OUT after ${TEST_TIMEOUT_S:-90} s (pytest.log)" ;;
     *) say "tests -m cuda: FAILED rc=$rc: $(tail -n 1 "$RES/pytest.log")"
