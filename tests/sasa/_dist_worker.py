@@ -85,7 +85,14 @@ def agree(workdir: Path, timeout_s: float) -> None:
                 "prompt_width": inputs["input_ids"].shape[1],
             }
         del tp, plain
-    results["uneven"] = uneven_vocabulary(workdir / "uneven")
+    try:
+        results["uneven"] = uneven_vocabulary(workdir / "uneven")
+    except ValueError as err:
+        # Some transformers 5.x versions (5.17) refuse a colwise-gathered lm_head that the ranks cannot split
+        # evenly; the tests that need one skip on it (and only on this message).
+        if UNEVEN_REFUSAL not in str(err):
+            raise
+        results["uneven"] = {"refused_by_transformers": str(err)}
     torch.save(results, out_dir / f"rank{rank}.pt")
 
     # The command line under torchrun, in this process (the process group is already up).
@@ -129,6 +136,10 @@ def distributed_norm_refusal(tp) -> str:
         return str(err)
     finally:
         norm.weight = plain_weight
+
+
+#: What a transformers version without uneven tensor-parallel sharding says when it loads one.
+UNEVEN_REFUSAL = "must be divisible by the tensor parallel size"
 
 
 def uneven_vocabulary(path: Path) -> dict:

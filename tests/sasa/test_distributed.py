@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers as T
 
 import sasa
 import sasa.distributed as sd
@@ -170,9 +171,17 @@ def test_tp_ranks_whose_scores_differ_still_decide_alike_and_fail_closed(agreeme
     assert bool(r0["flagged"].all()) and bool((r0["scores"] > 0.99).all())
 
 
+def _uneven(rank: dict) -> dict:
+    """The uneven-vocabulary results, or a skip where this transformers cannot shard one."""
+    refused = rank["uneven"].get("refused_by_transformers")
+    if refused is not None:
+        pytest.skip(f"transformers {T.__version__} cannot shard this vocabulary unevenly: {refused}")
+    return rank["uneven"]
+
+
 def test_tp_unevenly_sharded_vocabulary_folds_and_samples_exactly(agreement):
     (rank0, rank1), _ = agreement
-    for r in (rank0["uneven"], rank1["uneven"]):
+    for r in (_uneven(rank0), _uneven(rank1)):
         assert r["sharded"] > 0
         assert r["samples_tp"] == r["samples_plain"]  # read from the shards, no tolerance needed
         torch.testing.assert_close(r["scores_tp"], r["scores_plain"], atol=ATOL, rtol=0)
@@ -186,7 +195,7 @@ def test_tp_plan_that_distributes_the_residual_norms_is_refused(agreement):
 
 def test_tp_fingerprinted_probe_on_an_unevenly_sharded_vocabulary(agreement):
     (rank0, _), _ = agreement
-    assert rank0["uneven"]["fingerprinted_probe"] == "ok"
+    assert _uneven(rank0)["fingerprinted_probe"] == "ok"
 
 
 def test_a_rank_that_raises_ends_the_run_nonzero_before_the_timeout(workdir):

@@ -84,7 +84,9 @@ def test_pipeline_calls_are_guarded():
     with _guard(50.0):
         pipe = T.pipeline("text-generation", model=model, tokenizer=tokenizer)
         out = pipe([{"role": "user", "content": PROMPT}], max_new_tokens=5, do_sample=False)
-        assert REFUSAL in str(out[0]["generated_text"][-1]["content"])
+        # Spaces compared out: some transformers versions (5.17) let the pipeline clean up the
+        # tokenizer's spaces around punctuation ("sorry , but" -> "sorry, but").
+        assert REFUSAL.replace(" ", "") in str(out[0]["generated_text"][-1]["content"]).replace(" ", "")
         # A raw string skips the chat template the probe was calibrated with: refused, not passed.
         with pytest.raises(ValueError, match="do not end with the chat template's generation prompt"):
             pipe(PROMPT, max_new_tokens=5, do_sample=False)
