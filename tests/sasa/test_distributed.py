@@ -313,8 +313,6 @@ def _offloaded(path: Path, auto, offload_dir: Path, model: torch.nn.Module) -> t
 @needs_accelerate
 @pytest.mark.parametrize("family", ["llama", "llava"])
 def test_offloaded_device_map_scores_equal_the_plain_model(workdir, tmp_path, family):
-    import transformers as T
-
     auto = T.AutoModelForCausalLM if family == "llama" else T.AutoModelForImageTextToText
     plain = auto.from_pretrained(workdir / family, dtype=torch.float32).eval()
     model = _offloaded(workdir / family, auto, tmp_path / "offload", plain)

@@ -90,7 +90,7 @@ def test_float32_rounds_to_torchs_bf16_at_every_boundary():
     high = _all_bf16().view(torch.int16).to(torch.int64) & 0xFFFF
     low = torch.tensor([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=torch.int64)
     bits = ((high[:, None] << 16) | low[None, :]).flatten()
-    src = bits.to(torch.int64).where(bits < (1 << 31), bits - (1 << 32)).to(torch.int32).view(torch.float32)
+    src = bits.where(bits < (1 << 31), bits - (1 << 32)).to(torch.int32).view(torch.float32)
     got = _launch(_round_kernel, src, torch.bfloat16)
     _assert_same_values(got, src.to(torch.bfloat16))
 

@@ -14,6 +14,8 @@ alignment and divisibility, ``num_warps``, ``enable_fp_fusion``."""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import itertools
 import json
 import os
@@ -220,9 +222,6 @@ def _csv_row(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """``[--usage] [--csv PATH] [ARCH ...]``: JSON lines on stdout; ``--csv`` also writes them as CSV rows."""
-    import argparse
-    import csv
-
     parser = argparse.ArgumentParser(prog="triton_gpu_compile", description=main.__doc__)
     parser.add_argument("archs", nargs="*", type=int, default=[90])
     parser.add_argument("--usage", action="store_true", help="registers and spills from ptxas -v")
