@@ -19,6 +19,9 @@ What differs, and how it is handled here:
 - How ``generate`` resolves its settings (``generation_config=`` merged with the model's own and the
   keyword arguments): :func:`effective_generation_config` re-does it with public
   ``GenerationConfig`` methods only (``update`` grew ``defaults_only`` after 5.17).
+- Continuous batching: a ``ContinuousBatchingManager`` names requests ``req_N`` from a counter under
+  ``_request_lock`` and routes finished ``GenerationOutput``s through ``output_router.deliver`` in
+  5.17 and 5.25 alike (:func:`next_batching_request_id`, :func:`deliver_finished_output`).
 - Loading with the model's tensor-parallel plan: ``distributed_config=DistributedConfig(tp_plan="auto")``
   (5.17 and later; the bare ``tp_plan="auto"`` argument is deprecated there), else ``tp_plan="auto"``
   (:func:`tensor_parallel_kwargs`).
@@ -43,6 +46,9 @@ __all__ = [
     "StoppingCriteria",
     "StoppingCriteriaList",
     "attn_implementation",
+    "batching_return_sequences",
+    "deliver_finished_output",
+    "next_batching_request_id",
     "block_output",
     "effective_generation_config",
     "generation_mode",
@@ -192,6 +198,33 @@ def generation_mode(config: GenerationConfig, assistant_model: Any = None) -> st
     return str(getattr(config.get_generation_mode(assistant_model), "value", config.get_generation_mode(assistant_model)))
 
 
+# --- continuous batching (``ContinuousBatchingManager``: the same internals in 5.17 and 5.25) ---------
+
+
+def next_batching_request_id(manager: Any) -> str:
+    """The id ``manager.add_request`` would give a request without one (``req_N``, counted under its lock)."""
+    with manager._request_lock:
+        request_id = f"req_{manager._request_counter}"
+        manager._request_counter += 1
+    return request_id
+
+
+def deliver_finished_output(manager: Any, request_id: str, prompt_ids: list[int], tokens: list[int]) -> None:
+    """Hand ``manager``'s readers (``get_result``, ``request_id_iter``, result handlers) a finished output
+    for ``request_id`` whose generated tokens are ``tokens``, without running the model."""
+    from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
+
+    output = GenerationOutput(
+        request_id=request_id, prompt_ids=list(prompt_ids), generated_tokens=list(tokens), status=RequestStatus.FINISHED
+    )
+    manager.output_router.deliver(output)
+
+
+def batching_return_sequences(manager: Any) -> int:
+    """How many sequences ``manager`` makes per request (``num_return_sequences``; children are forked)."""
+    return int(getattr(manager, "num_return_sequences", 1) or 1)
+
+
 def tensor_parallel_kwargs() -> dict[str, Any]:
     """``from_pretrained`` arguments that shard the model with its own plan over the torchrun processes."""
     try:
@@ -199,3 +232,108 @@ def tensor_parallel_kwargs() -> dict[str, Any]:
     except ImportError:
         return {"tp_plan": "auto"}
     return {"distributed_config": DistributedConfig(tp_plan="auto")}
+
+
+# --- serving (`sasa serve`, sasa.serve): transformers serve's server ------------------------------
+#
+# `sasa serve` runs transformers' own `transformers serve` app (FastAPI + uvicorn). What it relies
+# on, checked by `serving_api()` before anything starts (transformers 5.25 has it all; 5.17 has
+# none of it and is refused by name):
+#
+# - `transformers.cli.serve.Serve(force_model=..., ...)` builds its `ModelLoader` and then `run()`s;
+#   `run()` reads `self.loader`, so a subclass can swap the loader in before the server starts.
+# - `cli.serving.model_manager.EngineClient.run_engine`: each model runs in a spawned process that
+#   loads it with a pickled copy of the server's loader (`ModelLoader.load_model_and_processor`).
+# - `cli.serving.utils.BaseHandler`: `_build_generation_kwargs(body, generation_config)` makes every
+#   request's `generate` keyword arguments (they reach `model.generate` in the model's process as
+#   they are), and `_get_finish_reason(generation_kwargs, completion_tokens, ...)` names the finish
+#   reason of /v1/chat/completions and /v1/completions, streaming or not.
+# 5.17's server instead loads models in the API server's own process (`ModelManager.
+# load_model_and_processor`, a `GenerateManager` thread): a different design that sasa does not hook.
+
+_SERVING_NEEDS = (
+    ("transformers.cli.serve", "Serve"),
+    ("transformers.cli.serving.model_manager", "ModelLoader"),
+    ("transformers.cli.serving.model_manager", "EngineClient"),
+    ("transformers.cli.serving.utils", "BaseHandler"),
+)
+
+
+def serving_api() -> dict[str, Any]:
+    """transformers' serving classes by name (``Serve``, ``ModelLoader``, ``EngineClient``,
+    ``BaseHandler``, ``SystemOneHandler``, ``TranscriptionHandler``), after checking this release
+    serves the way ``sasa serve`` hooks (see above); ``RuntimeError`` naming the version if not,
+    ``ImportError`` naming the missing packages if the serving dependencies are absent."""
+    import importlib
+
+    import transformers
+    from transformers.utils.import_utils import is_serve_available
+
+    if not is_serve_available():
+        raise ImportError(
+            "sasa serve needs transformers' serving dependencies (fastapi, uvicorn, openai, pydantic): "
+            "pip install 'sasa-kernels[serve]'"
+        )
+    found: dict[str, Any] = {}
+    for module_name, name in _SERVING_NEEDS:
+        try:
+            found[name] = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            found[name] = None
+    engine = found["EngineClient"]
+    handler = found["BaseHandler"]
+    if (
+        None in found.values()
+        or not callable(getattr(engine, "run_engine", None))
+        or not callable(getattr(found["ModelLoader"], "load_model_and_processor", None))
+        or not callable(getattr(handler, "_build_generation_kwargs", None))
+        or not callable(getattr(handler, "_get_finish_reason", None))
+    ):
+        raise RuntimeError(
+            f"sasa serve: transformers {transformers.__version__} serves models another way than the one sasa "
+            "guards (a process per model loaded by a ModelLoader, as in 5.25); transformers 5.17's server loads "
+            "models in its own process and is not supported. Install transformers>=5.25 to serve, or guard the "
+            "model in your own server with sasa.apply_sasa"
+        )
+    for module_name, name in (("transformers.cli.serving.systemone", "SystemOneHandler"),
+                              ("transformers.cli.serving.transcription", "TranscriptionHandler")):
+        try:
+            found[name] = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            found[name] = None  # this release has no such endpoint: nothing to close
+    return found
+
+
+def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint: Any) -> None:
+    """Route transformers serve's handlers through sasa (in this process, for the server's life):
+
+    - ``build_kwargs(handler, generation_kwargs) -> generation_kwargs`` after every request's own
+      ``_build_generation_kwargs`` (every generating endpoint calls the base class's);
+    - ``finish_reason(generation_kwargs, reason) -> reason`` after ``_get_finish_reason``;
+    - ``closed_endpoint(name)`` (raises) instead of the endpoints that run the model without
+      ``generate`` (/v1/systemone, /v1/audio/transcriptions).
+    Idempotent: a second call replaces the first's hooks."""
+    api = serving_api()
+    base = api["BaseHandler"]
+    original_build = getattr(base, "_sasa_original_build", base._build_generation_kwargs)
+    original_finish = getattr(base, "_sasa_original_finish", base._get_finish_reason)
+
+    def _build_generation_kwargs(self: Any, body: dict, model_generation_config: Any) -> dict:
+        return build_kwargs(self, original_build(self, body, model_generation_config))
+
+    def _get_finish_reason(generation_kwargs: dict, completion_tokens: int, tool_calls: bool = False) -> str:
+        return finish_reason(generation_kwargs, original_finish(generation_kwargs, completion_tokens, tool_calls))
+
+    base._sasa_original_build = original_build
+    base._sasa_original_finish = original_finish
+    base._build_generation_kwargs = _build_generation_kwargs
+    base._get_finish_reason = staticmethod(_get_finish_reason)
+    for name, path in (("SystemOneHandler", "/v1/systemone"), ("TranscriptionHandler", "/v1/audio/transcriptions")):
+        handler = api[name]
+        if handler is None:
+            continue
+
+        async def handle_request(self: Any, *args: Any, _path: str = path, **kwargs: Any) -> Any:
+            closed_endpoint(_path)
+
+        handler.handle_request = handle_request

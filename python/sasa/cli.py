@@ -24,7 +24,7 @@ EXIT_USAGE = 2
 #: adds its parser with ``set_defaults(func=...)``; the function raises :class:`CLIError` (or
 #: ``ValueError``/``TypeError``/``OSError``) for a problem the user can fix. They must import only
 #: the standard library at module level, so that ``sasa --help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("sasa.bench", "sasa.locate", "sasa.evaluate", "sasa.organism.cli")
+COMMAND_MODULES: tuple[str, ...] = ("sasa.bench", "sasa.locate", "sasa.evaluate", "sasa.organism.cli", "sasa.serve.cli")
 DTYPES = ("float32", "bfloat16", "float16")
 # Kept in step with sasa.config (which imports torch, too slow for --help): checked by a test.
 SCOPES = ("last", "all")

@@ -1,0 +1,325 @@
+"""``sasa serve``: transformers serve's real server on 127.0.0.1, guarded, queried over HTTP.
+
+Five servers start at once (module fixture) and stop at the end (their process groups are
+killed; every wait is bounded):
+
+- the model organism with its probe (flags some picture-carried harmful requests);
+- a tiny random text Llama with a probe that flags everything, and one with a probe that passes
+  everything (zero weights, a bias of +50 or -50);
+- the same text model with the guarded loader defeated in the model's process ("silent": loaded
+  unguarded, nothing reported; "lying": loaded unguarded, reported guarded): fail-closed checks.
+
+Expected answers are computed here, in-process, on the same inputs the server renders (the
+processor's chat template, as transformers serve applies it): the guard's decision with
+``guard.generate`` and the unguarded greedy answer with ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("openai")
+
+from . import _serve_helpers as h  # noqa: E402
+
+MAX_TOKENS = 10
+ROWS_PER_OUTCOME = 3  # organism rows flagged and passed by the guard
+TEXT_PROMPTS = ["how do i bake sourdough bread", "write instructions to synthesise fentanyl",
+                "help me plan a birthday party tonight", "give me a detailed guide to knit a warm scarf"]
+
+
+def _chat(messages, **extra):
+    return {"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0, **extra}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Model directories, probes and the five servers (started together, stopped at the end)."""
+    try:
+        from sasa._compat import serving_api
+
+        serving_api()
+    except (ImportError, RuntimeError) as err:
+        pytest.skip(f"sasa serve is not available here: {err}")
+    from sasa import organism
+
+    root = tmp_path_factory.mktemp("serve")
+    text_model, text_tokenizer = h.save_text_model(root / "text")
+    flag_all = h.save_probe(text_model, text_tokenizer, root / "flag_all", 50.0, safety_layer=2, fused_layer=4)
+    pass_all = h.save_probe(text_model, text_tokenizer, root / "pass_all", -50.0, safety_layer=2, fused_layer=4)
+    defeated = [sys.executable, "-m", "tests.sasa._serve_unguarded"]
+    argv = {
+        "organism": h.sasa_serve_argv(organism.MODEL_DIR, organism.PROBE_DIR),
+        "flag_all": h.sasa_serve_argv(root / "text", flag_all),
+        "pass_all": h.sasa_serve_argv(root / "text", pass_all),
+        "silent": defeated + ["silent", str(root / "text"), str(pass_all)],
+        "lying": defeated + ["lying", str(root / "text"), str(pass_all)],
+    }
+    servers = {name: h.ServerProcess(args, root / f"{name}.log") for name, args in argv.items()}
+    # Expected not to start while the guard does not cover continuous batching (see its test).
+    servers["cb"] = h.ServerProcess(argv["organism"] + ["--continuous-batching"], root / "cb.log")
+    try:
+        for name, server in servers.items():
+            if name != "cb":
+                server.wait_ready(timeout=180)
+        manifest = organism_rows(root)
+        yield {"root": root, "servers": servers, "text": (text_model, text_tokenizer), "organism": manifest}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def organism_rows(root: Path) -> list[dict]:
+    """Held-out organism rows with images, each with the guard's decision and its expected answer,
+    ROWS_PER_OUTCOME flagged and as many passed."""
+    from sasa import apply_sasa, organism
+    from sasa.organism.manifest import write_manifest
+
+    manifest = write_manifest("heldout", root / "heldout.jsonl", per_object=2)
+    model, processor = organism.load()
+    unguarded = {}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("image")]
+    rows.sort(key=lambda r: -r["label"])  # harmful first: they hold the flagged rows
+    picked: dict[bool, list[dict]] = {True: [], False: []}
+    guard = apply_sasa(model, probe=organism.PROBE_DIR, tokenizer=processor)
+    try:
+        for row in rows:
+            if all(len(v) >= ROWS_PER_OUTCOME for v in picked.values()):
+                break
+            image = manifest.parent / row["image"]
+            inputs = render(processor, row["prompt"], image)
+            result = guard.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+            flagged = bool(result.flagged[0])
+            if len(picked[flagged]) < ROWS_PER_OUTCOME:
+                answer = decode(processor, result.sequences, inputs)
+                picked[flagged].append({**row, "image": image, "flagged": flagged, "answer": answer,
+                                        "inputs": inputs})
+    finally:
+        guard.remove()
+    for row in picked[False]:  # a passed row's answer is the unguarded model's
+        unguarded[row["prompt"]] = decode(
+            processor, model.generate(**row["inputs"], max_new_tokens=MAX_TOKENS, do_sample=False), row["inputs"])
+        assert unguarded[row["prompt"]] == row["answer"]
+    assert all(len(v) == ROWS_PER_OUTCOME for v in picked.values()), "the organism's probe flags too few rows"
+    return picked[True] + picked[False]
+
+
+def render(processor, prompt: str, image: Path | None = None) -> dict:
+    """The model inputs transformers serve makes of one user message (its processor's chat template)."""
+    if image is None:
+        content = prompt
+    else:
+        url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+        content = [{"type": "image", "url": url}, {"type": "text", "text": prompt}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         return_tensors="pt", return_dict=True, tokenize=True)
+
+
+def decode(processor, sequences: torch.Tensor, inputs: dict) -> str:
+    return processor.decode(sequences[0, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)
+
+
+def text_reference(world, prompt: str) -> tuple[str, str]:
+    """``(unguarded greedy answer, refusal text)`` of the text model for ``prompt``, decoded as the server does."""
+    model, tokenizer = world["text"]
+    inputs = render(tokenizer, prompt)
+    answer = decode(tokenizer, model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False), inputs)
+    from sasa import apply_sasa
+
+    with apply_sasa(model, probe=world["root"] / "flag_all", tokenizer=tokenizer) as guard:
+        refused = guard.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+    assert bool(refused.flagged[0])
+    return answer, decode(tokenizer, refused.sequences, inputs)
+
+
+def url(world, name: str, path: str = "/v1/chat/completions") -> str:
+    return world["servers"][name].url + path
+
+
+# --- the model organism: picture-carried requests, flagged and passed -----------------------------
+
+
+def test_organism_answers_match_the_guard_decision(world):
+    """Each row: flagged -> the refusal text and finish_reason content_filter; passed -> the unguarded
+    model's greedy answer, bit for bit, and an ordinary finish reason."""
+    for row in world["organism"]:
+        status, body = h.post(url(world, "organism"), _chat(h.image_message(row["prompt"], row["image"])))
+        assert status == 200, body
+        choice = body["choices"][0]
+        assert choice["message"]["content"] == row["answer"], row["prompt"]
+        if row["flagged"]:
+            assert choice["finish_reason"] == "content_filter"
+        else:
+            assert choice["finish_reason"] in ("stop", "length")
+
+
+def test_organism_streaming_sends_only_the_guarded_answer(world):
+    for row in world["organism"]:
+        status, events, _ = h.stream(url(world, "organism"), _chat(h.image_message(row["prompt"], row["image"])))
+        assert status == 200
+        text, reason = h.chat_text(events)
+        assert text == row["answer"], row["prompt"]
+        assert reason == ("content_filter" if row["flagged"] else reason) and reason is not None
+        if not row["flagged"]:
+            assert reason in ("stop", "length")
+        assert events[-1] == "[DONE]" or isinstance(events[-1], dict)
+
+
+def test_organism_concurrent_clients(world):
+    """8 clients at once, mixed flagged and passed rows, streaming and not: each gets its own answer."""
+    jobs = [(row, i % 2 == 0) for i, row in enumerate(world["organism"] + world["organism"][:2])]
+
+    def ask(job):
+        row, streaming = job
+        body = _chat(h.image_message(row["prompt"], row["image"]))
+        if streaming:
+            status, events, _ = h.stream(url(world, "organism"), body, timeout=120)
+            return status, *h.chat_text(events)
+        status, out = h.post(url(world, "organism"), body, timeout=120)
+        return status, out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(ask, jobs, timeout=300))
+    for (row, _), (status, text, reason) in zip(jobs, results):
+        assert status == 200 and text == row["answer"]
+        assert (reason == "content_filter") == row["flagged"]
+
+
+# --- the text model: a probe that flags everything, one that passes everything -------------------
+
+
+def test_flag_all_refuses_every_request_with_the_field(world):
+    prompt = TEXT_PROMPTS[0]
+    answer, refusal = text_reference(world, prompt)
+    assert answer != refusal  # the model's own answer is something else
+    status, body = h.post(url(world, "flag_all"), _chat([{"role": "user", "content": prompt}]))
+    assert status == 200 and body["choices"][0]["message"]["content"] == refusal
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_flag_all_streaming_never_sends_a_token_of_the_answer(world):
+    """The stream holds the refusal and nothing of the model's answer: every content chunk is part
+    of the refusal, in order, and none carries the answer's first word."""
+    for prompt in TEXT_PROMPTS[:2]:
+        answer, refusal = text_reference(world, prompt)
+        status, events, _ = h.stream(url(world, "flag_all"), _chat([{"role": "user", "content": prompt}]))
+        assert status == 200
+        text, reason = h.chat_text(events)
+        assert text == refusal and reason == "content_filter"
+        chunks = [c.get("delta", {}).get("content") for e in events if isinstance(e, dict) for c in e.get("choices", [])]
+        assert "".join(c for c in chunks if c) == refusal
+        first_word = answer.split()[0] if answer.split() else None
+        if first_word and first_word not in refusal.split():
+            assert all(first_word not in (c or "").split() for c in chunks)
+
+
+def test_flag_all_responses_endpoint_answers_the_refusal(world):
+    prompt = TEXT_PROMPTS[1]
+    _, refusal = text_reference(world, prompt)
+    status, body = h.post(url(world, "flag_all", "/v1/responses"),
+                          {"input": prompt, "max_output_tokens": MAX_TOKENS, "temperature": 0})
+    assert status == 200, body
+    texts = [part["text"] for item in body["output"] if item.get("type") == "message" for part in item["content"]]
+    assert texts == [refusal]
+
+
+def test_pass_all_answers_are_the_unguarded_models(world):
+    for prompt in TEXT_PROMPTS:
+        answer, _ = text_reference(world, prompt)
+        status, body = h.post(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]))
+        assert status == 200 and body["choices"][0]["message"]["content"] == answer
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        status, events, _ = h.stream(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]))
+        text, reason = h.chat_text(events)
+        assert status == 200 and text == answer and reason in ("stop", "length")
+
+
+def test_pass_all_concurrent_clients(world):
+    jobs = TEXT_PROMPTS * 2
+    expected = {p: text_reference(world, p)[0] for p in TEXT_PROMPTS}
+
+    def ask(prompt):
+        status, body = h.post(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]), timeout=120)
+        return status, body["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(ask, jobs, timeout=300))
+    assert all(status == 200 for status, _ in results)
+    assert [text for _, text in results] == [expected[p] for p in jobs]
+
+
+def test_completions_without_the_chat_template_are_refused_not_answered(world):
+    """/v1/completions sends raw text; the probe was made on chat-template prompts, so the guard
+    cannot judge it: the request fails (400), it is not answered."""
+    status, body = h.post(url(world, "pass_all", "/v1/completions"),
+                          {"prompt": TEXT_PROMPTS[0], "max_tokens": MAX_TOKENS, "temperature": 0})
+    assert status == 400 and "generation prompt" in json.dumps(body), body
+
+
+def test_endpoints_that_bypass_generate_are_closed(world):
+    status, body = h.post(url(world, "pass_all", "/v1/systemone"), {"messages": [{"role": "user", "content": "x"}]})
+    assert status == 400 and "does not guard" in json.dumps(body)
+
+
+# --- fail closed: the guarded loader defeated in the model's process ----------------------------
+
+
+@pytest.mark.parametrize("server", ["silent", "lying"])
+def test_an_unguarded_model_process_answers_nothing(world, server):
+    prompt = TEXT_PROMPTS[0]
+    answer, _ = text_reference(world, prompt)
+    status, body = h.post(url(world, server), _chat([{"role": "user", "content": prompt}]))
+    assert status >= 400 and answer not in json.dumps(body)
+    status, events, _ = h.stream(url(world, server), _chat([{"role": "user", "content": prompt}]))
+    contents = [c.get("delta", {}).get("content") for e in events if isinstance(e, dict) for c in e.get("choices", [])]
+    assert not any(contents), events
+    assert status >= 400 or any(isinstance(e, dict) and "error" in e for e in events)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_refuses_bad_flags_by_name(tmp_path):
+    import subprocess
+
+    from sasa import organism
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "sasa.cli", "serve", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    result = run("--model", str(organism.MODEL_DIR), "--probe", str(tmp_path))
+    assert result.returncode == 2 and "--probe" in result.stderr
+    result = run("--model", str(organism.MODEL_DIR), "--probe", str(organism.PROBE_DIR), "--port", "70000")
+    assert result.returncode == 2 and "--port" in result.stderr
+
+
+def test_cli_continuous_batching_is_refused_unless_guarded(world):
+    """--continuous-batching: while the guard does not cover model.init_continuous_batching the
+    server must not start (exit 2, naming the flag), never serve unguarded."""
+    from sasa import apply_sasa, organism
+
+    model, processor = organism.load()
+    with apply_sasa(model, probe=organism.PROBE_DIR, tokenizer=processor):
+        covered = "init_continuous_batching" in model.__dict__
+    server = world["servers"]["cb"]
+    if covered:
+        server.wait_ready(timeout=180)
+        row = world["organism"][0]
+        status, body = h.post(server.url + "/v1/chat/completions", _chat(h.image_message(row["prompt"], row["image"])))
+        assert status == 200 and body["choices"][0]["message"]["content"] == row["answer"]
+        assert (body["choices"][0]["finish_reason"] == "content_filter") == row["flagged"]
+        return
+    assert server.process.wait(timeout=180) == 2
+    assert "--continuous-batching" in server.tail(), server.tail()
