@@ -60,8 +60,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .guard import apply_sasa
     from .metrics import metrics_at
 
-    if args.out and Path(args.out).resolve() == Path(args.data).resolve():
-        raise CLIError(f"--out: {args.out} is the --data manifest; writing scores there would overwrite it")
     check_model_dir(args.model)
     check_device(args.device)
     _load_probe(args)

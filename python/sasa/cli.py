@@ -18,8 +18,10 @@ from typing import Any, Optional, Sequence
 # CLIError lives in its own module: under `python -m sasa.cli` this file runs as __main__ while the
 # command modules import sasa.cli, and one class must be what they raise and what main() catches.
 from ._cli_error import CLIError
+from ._cli_paths import check_output_paths
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 #: Modules that add a subcommand: each has ``register_command(subparsers, add_common_flags)``, which
 #: adds its parser with ``set_defaults(func=...)``; the function raises :class:`CLIError` (or
 #: ``ValueError``/``TypeError``/``OSError``) for a problem the user can fix. They must import only
@@ -228,6 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     session = CommandSession(args)
     try:
         with session:
+            check_output_paths(args)  # every command: no output may overwrite an input (sasa._cli_paths)
             return args.func(args)
     except ModuleNotFoundError as err:
         top = err.name.split(".")[0] if err.name else None
@@ -244,6 +247,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         session.report(f"sasa {args.command}: error{session.rank_suffix()}: {message}")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a bug: one line, the shell's status for SIGINT. Reports
+        # (eval, locate) are published whole or not at all (sasa._reporting.publish_report).
+        if args.debug:
+            raise
+        session.report(f"sasa {args.command}: interrupted (Ctrl-C); the run did not finish")
+        return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - under torchrun: one line for all ranks, not a traceback each
         if args.debug or not session.distributed:
             raise

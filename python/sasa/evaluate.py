@@ -34,6 +34,8 @@ from typing import Any, Callable, Optional, Sequence, TextIO, Union
 from ._dataset_flags import add_dataset_flags
 from ._types import PathLike
 
+#: What ``sasa eval`` writes into its ``--out`` directory (``sasa._cli_paths``: no input may lie there).
+EVAL_FILES: tuple[str, ...] = ("generations.jsonl", "eval.json", "eval.md", "eval.png")
 
 
 @dataclass
@@ -84,19 +86,21 @@ class EvalResult:
         return "\n".join(lines)
 
     def save(self, directory: PathLike) -> list[Path]:
-        """Write ``generations.jsonl``, ``eval.json``, ``eval.md`` and ``eval.png`` into ``directory``."""
-        from ._eval_plots import plot_asr
-        from ._reporting import json_safe
+        """Write ``generations.jsonl``, ``eval.json``, ``eval.md`` and ``eval.png`` into ``directory``.
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        gens = directory / "generations.jsonl"
-        gens.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in self.rows))
-        report = directory / "eval.json"
-        report.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        md = directory / "eval.md"
-        md.write_text(self.markdown())
-        self.files = [gens, report, md, plot_asr(self, directory / "eval.png")]
+        ``eval.json`` is written last and the others replaced before it (:func:`sasa._reporting.publish_report`):
+        an interrupted save leaves no ``eval.json`` beside files of another run."""
+        from ._eval_plots import plot_asr
+        from ._reporting import json_safe, publish_report
+
+        writers = [
+            ("generations.jsonl", lambda p: p.write_text(
+                "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in self.rows))),
+            ("eval.json", lambda p: p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")),
+            ("eval.md", lambda p: p.write_text(self.markdown())),
+            ("eval.png", lambda p: plot_asr(self, p)),
+        ]
+        self.files = publish_report(Path(directory), writers, complete="eval.json")
         return self.files
 
 
@@ -271,7 +275,7 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
                       out_help="directory for eval.json, eval.md, eval.png, generations.jsonl")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--refusal-phrases", help="file with one refusal phrase per line (replaces the default list)")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, out_writes=EVAL_FILES)
 
 
 from ._callable_module import make_callable  # noqa: E402  (after the module's names exist)

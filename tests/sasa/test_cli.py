@@ -157,7 +157,7 @@ def test_score_refuses_to_overwrite_its_manifest(workspace):
     root, model_dir, manifest = workspace
     result = run_cli("score", "--model", str(model_dir), "--probe", "p", "--data", str(manifest),
                      "--out", str(manifest), check=False)
-    assert result.returncode == 2 and "is the --data manifest" in result.stderr
+    assert result.returncode == 2 and "--out: " in result.stderr and "is the --data input" in result.stderr
     assert manifest.read_text().count("\n") == ROWS  # untouched
 
 

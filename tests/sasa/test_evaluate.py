@@ -240,3 +240,52 @@ def test_llava_image_rows_guarded_and_unguarded(llava_workspace, tmp_path):  # n
     assert all(r["image"] for r in result.rows) and len(result.rows) == 24
     assert result.ok and result.utility["passed_rows"] > 0
     assert result.overall["asr_unguarded"] == 1.0 and result.overall["asr_guarded"] < 0.5
+
+
+# --- Ctrl-C: one line, exit 130, and nothing that looks like a finished report ------------------
+
+
+def _eval_argv(root, out):
+    return ["eval", "--model", str(root / "model"), "--probe", str(root / "probe"), "--data", str(root / "test.jsonl"),
+            "--out", str(out), "--max-new-tokens", "1", "--quiet"]
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_generating_is_one_line_exit_130_and_writes_nothing(planted, tmp_path, monkeypatch, capsys):
+    import sasa._eval_run
+
+    root, _, _, _ = planted
+    monkeypatch.setattr(sasa._eval_run, "run_generations", _interrupt)
+    code, _, err = run_main(_eval_argv(root, tmp_path / "out"), capsys)
+    assert code == 130
+    assert "Traceback" not in err and err.strip() == "sasa eval: interrupted (Ctrl-C); the run did not finish"
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_saving_leaves_no_eval_json(planted, tmp_path, monkeypatch, capsys):
+    import sasa._eval_plots
+
+    root, _, _, _ = planted
+    monkeypatch.setattr(sasa._eval_plots, "plot_asr", _interrupt)  # eval.png: the last file written
+    code, _, err = run_main(_eval_argv(root, tmp_path / "out"), capsys)
+    assert code == 130 and "Traceback" not in err
+    assert list((tmp_path / "out").iterdir()) == []  # no eval.json, no half of a report, no staging folder
+
+
+def test_ctrl_c_while_saving_over_a_finished_report_keeps_it_whole(planted, tmp_path, monkeypatch, capsys):
+    import sasa._eval_plots
+
+    root, _, _, _ = planted
+    out = tmp_path / "out"
+    assert run_main(_eval_argv(root, out), capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["eval.json", "eval.md", "eval.png", "generations.jsonl"]
+    monkeypatch.setattr(sasa._eval_plots, "plot_asr", _interrupt)
+    (root / "test2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in planted_rows(10, seed=40)))
+    argv = _eval_argv(root, out)
+    argv[argv.index("--data") + 1] = str(root / "test2.jsonl")
+    assert run_main(argv, capsys)[0] == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous run's report, untouched

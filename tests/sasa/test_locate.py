@@ -212,3 +212,26 @@ def test_grid_pairs_default_to_the_middle_half():
         grid_pairs(6, None, (2, 6))
     with pytest.raises(ValueError, match="give no pair with safety_layer < fused_layer"):
         grid_pairs(6, (3, 4), (1, 3))
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_saving_keeps_the_previous_report_whole(saved_text_model, tmp_path, monkeypatch, capsys):
+    import sasa.locate._plots
+
+    root, model_dir = saved_text_model
+    data = write_jsonl(tmp_path / "planted.jsonl", planted_rows(24, seed=12))
+    out = tmp_path / "out"
+    argv = ["locate", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--quiet",
+            "--safety-range", "1:1", "--fused-range", "2:2", "--folds", "2"]
+    assert run_main(argv, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["grid.png", "layers.png", "locate.json"]
+    monkeypatch.setattr(sasa.locate._plots, "plot_grid", _interrupt)  # after layers.png, before locate.json
+    write_jsonl(data, planted_rows(24, seed=13))
+    code, _, err = run_main(argv, capsys)
+    assert code == 130
+    assert "Traceback" not in err and err.strip() == "sasa locate: interrupted (Ctrl-C); the run did not finish"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new layers.png beside the old locate.json

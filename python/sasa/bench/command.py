@@ -64,7 +64,8 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first; the first measures memory (default: 1)")
     p.add_argument("--no-image", action="store_true", help="vision-language models: time text-only prompts")
     p.add_argument("--out", help="also write bench.csv, bench.txt and bench.png to this directory")
-    p.set_defaults(func=run_command)
+    # sasa._cli_paths: no input (--model, --probe) may lie under these names in --out
+    p.set_defaults(func=run_command, out_writes=("bench.csv", "bench.txt", "bench.png"))
 
 
 def default_layers(num_layers: int) -> tuple[int, int]:

@@ -8,6 +8,9 @@ from typing import Any, Callable, Optional
 
 from .._dataset_flags import add_dataset_flags
 
+#: What ``sasa locate`` writes into its ``--out`` directory (``sasa._cli_paths``: no input may lie there).
+LOCATE_FILES: tuple[str, ...] = ("locate.json", "layers.png", "grid.png")
+
 
 def parse_range(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
     """``"A:B"`` (inclusive) or ``"A"`` as ``(A, B)``; ``None`` stays ``None``."""
@@ -87,4 +90,4 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--top-k", type=int, default=10, help="logit-lens top-k for refusal_rate (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refusal-phrases", help="file with one refusal phrase per line (replaces the default list)")
-    p.set_defaults(func=cmd_locate)
+    p.set_defaults(func=cmd_locate, out_writes=LOCATE_FILES)

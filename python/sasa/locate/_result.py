@@ -75,15 +75,21 @@ class LocateResult:
         })
 
     def save(self, directory: PathLike) -> Path:
-        """Write ``locate.json``, ``layers.png`` and ``grid.png`` into ``directory`` (created)."""
+        """Write ``locate.json``, ``layers.png`` and ``grid.png`` into ``directory`` (created).
+
+        ``locate.json`` is written last and the plots replaced before it (:func:`sasa._reporting.publish_report`):
+        an interrupted save leaves no ``locate.json`` beside plots of another run."""
+        from .._reporting import publish_report
         from ._plots import plot_grid, plot_layers
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.plots = [plot_layers(self, directory / "layers.png"), plot_grid(self, directory / "grid.png")]
-        path = directory / "locate.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        return path
+        self.plots = [directory / "layers.png", directory / "grid.png"]  # locate.json names them
+        writers = [
+            ("layers.png", lambda p: plot_layers(self, p)),
+            ("grid.png", lambda p: plot_grid(self, p)),
+            ("locate.json", lambda p: p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")),
+        ]
+        return publish_report(directory, writers, complete="locate.json")[-1]
 
     def calibrate_command(self, model: str = "MODEL_DIR", data: str = "DATA.jsonl", out: str = "PROBE_DIR") -> str:
         """The ``sasa calibrate`` command line for the recommended pair, with locate's settings."""
