@@ -304,14 +304,17 @@ def serving_api() -> dict[str, Any]:
     return found
 
 
-def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint: Any) -> None:
+def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint: Any, before_generate: Any) -> None:
     """Route transformers serve's handlers through sasa (in this process, for the server's life):
 
     - ``build_kwargs(handler, generation_kwargs) -> generation_kwargs`` after every request's own
       ``_build_generation_kwargs`` (every generating endpoint calls the base class's);
     - ``finish_reason(generation_kwargs, reason) -> reason`` after ``_get_finish_reason``;
     - ``closed_endpoint(name)`` (raises) instead of the endpoints that run the model without
-      ``generate`` (/v1/systemone, /v1/audio/transcriptions).
+      ``generate`` (/v1/systemone, /v1/audio/transcriptions);
+    - ``before_generate(engine, inputs, generation_kwargs)`` as a handler hands a request to the
+      model's process (``EngineClient.generate_streaming`` / ``generate_non_streaming``); ``engine.use_cb``
+      says whether it generates with continuous batching there.
     Idempotent: a second call replaces the first's hooks."""
     api = serving_api()
     base = api["BaseHandler"]
@@ -328,6 +331,20 @@ def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint
     base._sasa_original_finish = original_finish
     base._build_generation_kwargs = _build_generation_kwargs
     base._get_finish_reason = staticmethod(_get_finish_reason)
+    client = api["EngineClient"]
+    original_stream = getattr(client, "_sasa_original_stream", client.generate_streaming)
+    original_whole = getattr(client, "_sasa_original_whole", client.generate_non_streaming)
+
+    def generate_streaming(self: Any, inputs: dict, generation_kwargs: dict, *args: Any, **kwargs: Any) -> Any:
+        before_generate(self, inputs, generation_kwargs)
+        return original_stream(self, inputs, generation_kwargs, *args, **kwargs)
+
+    async def generate_non_streaming(self: Any, inputs: dict, generation_kwargs: dict) -> Any:
+        before_generate(self, inputs, generation_kwargs)
+        return await original_whole(self, inputs, generation_kwargs)
+
+    client._sasa_original_stream, client._sasa_original_whole = original_stream, original_whole
+    client.generate_streaming, client.generate_non_streaming = generate_streaming, generate_non_streaming
     for name, path in (("SystemOneHandler", "/v1/systemone"), ("TranscriptionHandler", "/v1/audio/transcriptions")):
         handler = api[name]
         if handler is None:
@@ -337,3 +354,38 @@ def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint
             closed_endpoint(_path)
 
         handler.handle_request = handle_request
+
+
+def record_direct_deliveries(manager: Any) -> Any:
+    """Make ``manager`` (a ``ContinuousBatchingManager``) note the request ids of the outputs it is
+    handed *on the calling thread* while a ``with recorder(ids):`` block runs there (``ids`` a set).
+    sasa's guarded ``add_request`` answers a refused request that way, inside the call
+    (``deliver_finished_output``); the manager's own outputs come from its worker thread. Returns
+    ``recorder``. In 5.17 and 5.25 alike the outputs go through ``manager.output_router.deliver``."""
+    import contextlib
+    import threading
+
+    router = manager.output_router
+    local = getattr(router, "_sasa_local", None)
+    if local is None:
+        local = threading.local()
+        deliver = router.deliver
+
+        def recording_deliver(output: Any) -> None:
+            noted = getattr(local, "ids", None)
+            if noted is not None:
+                noted.add(str(output.request_id))
+            deliver(output)
+
+        router.deliver = recording_deliver
+        router._sasa_local = local
+
+    @contextlib.contextmanager
+    def recorder(ids: set) -> Any:
+        local.ids = ids
+        try:
+            yield ids
+        finally:
+            local.ids = None
+
+    return recorder

@@ -62,21 +62,43 @@ def world(tmp_path_factory):
         "organism": h.sasa_serve_argv(organism.MODEL_DIR, organism.PROBE_DIR),
         "flag_all": h.sasa_serve_argv(root / "text", flag_all),
         "pass_all": h.sasa_serve_argv(root / "text", pass_all),
-        "silent": defeated + ["silent", str(root / "text"), str(pass_all)],
         "lying": defeated + ["lying", str(root / "text"), str(pass_all)],
     }
+    from sasa.serve.engine import guard_covers_continuous_batching
+
+    batching = guard_covers_continuous_batching()
+    if batching:  # continuous batching, with a probe that flags half of TEXT_PROMPTS
+        mixed, flagged = save_mixed_probe(text_model, text_tokenizer, root / "mixed")
+        argv["batching"] = h.sasa_serve_argv(root / "text", mixed, "--continuous-batching")
     servers = {name: h.ServerProcess(args, root / f"{name}.log") for name, args in argv.items()}
-    # Expected not to start while the guard does not cover continuous batching (see its test).
-    servers["cb"] = h.ServerProcess(argv["organism"] + ["--continuous-batching"], root / "cb.log")
     try:
-        for name, server in servers.items():
-            if name != "cb":
-                server.wait_ready(timeout=180)
+        for server in servers.values():
+            server.wait_ready(timeout=180)
         manifest = organism_rows(root)
-        yield {"root": root, "servers": servers, "text": (text_model, text_tokenizer), "organism": manifest}
+        yield {"root": root, "servers": servers, "text": (text_model, text_tokenizer), "organism": manifest,
+               "batching": flagged if batching else None}
     finally:
         for server in servers.values():
             server.stop()
+
+
+def save_mixed_probe(model, tokenizer, directory: Path) -> tuple[Path, dict[str, bool]]:
+    """A probe reading one logit of the augmented pass, biased so that it flags the two of
+    TEXT_PROMPTS where that logit is highest; returns its directory and who it flags."""
+    from sasa import SASAProbe, apply_sasa
+
+    zero = SASAProbe.load(h.save_probe(model, tokenizer, directory, 0.0, safety_layer=2, fused_layer=4))
+    weight = torch.zeros_like(zero.weight)
+    weight[0, 7] = 1.0  # the feature of one vocabulary entry
+    with apply_sasa(model, probe=(weight, torch.zeros(1)), config=zero.config, tokenizer=tokenizer) as guard:
+        logits = [float(guard.features(**render(tokenizer, p))[0, 7]) for p in TEXT_PROMPTS]
+    cut = sorted(logits)[len(logits) // 2 - 1: len(logits) // 2 + 1]
+    bias = -sum(cut) / 2  # halfway between the 2nd and 3rd: the top two score above 0.5
+    probe = SASAProbe(weight=weight * 1e3, bias=torch.tensor([bias * 1e3]), threshold=torch.tensor([0.5]),
+                      categories=["any"], feature="logits", config=zero.config, fingerprint=zero.fingerprint,
+                      prompt_format=zero.prompt_format)
+    probe.save(directory)
+    return directory, {p: x > -bias for p, x in zip(TEXT_PROMPTS, logits)}
 
 
 def organism_rows(root: Path) -> list[dict]:
@@ -275,9 +297,10 @@ def test_endpoints_that_bypass_generate_are_closed(world):
 # --- fail closed: the guarded loader defeated in the model's process ----------------------------
 
 
-@pytest.mark.parametrize("server", ["silent", "lying"])
-def test_an_unguarded_model_process_answers_nothing(world, server):
-    prompt = TEXT_PROMPTS[0]
+def test_an_unguarded_model_process_answers_nothing(world):
+    """The model's process loaded the model unguarded but says it is guarded ("lying"): the key
+    every request carries is an argument an unguarded generate refuses, so nothing is answered."""
+    prompt, server = TEXT_PROMPTS[0], "lying"
     answer, _ = text_reference(world, prompt)
     status, body = h.post(url(world, server), _chat([{"role": "user", "content": prompt}]))
     assert status >= 400 and answer not in json.dumps(body)
@@ -287,39 +310,67 @@ def test_an_unguarded_model_process_answers_nothing(world, server):
     assert status >= 400 or any(isinstance(e, dict) and "error" in e for e in events)
 
 
+def test_no_request_is_generated_before_the_model_process_reports_a_guard(monkeypatch):
+    """The API server refuses to hand a request to a model whose process never reported its guard
+    (the guarded loader did not run there): checked before any generation, here in-process."""
+    import queue as stdlib_queue
+
+    from sasa import _compat
+    from sasa.serve import server as served
+    from sasa.serve.decisions import DecisionBoard
+
+    hooks = {}
+    monkeypatch.setattr(_compat, "install_serving_hooks", lambda *fns: hooks.update(build=fns[0], finish=fns[1]))
+    board = DecisionBoard(stdlib_queue.Queue())
+    try:
+        served.install_hooks(board, timeout=0.2)
+        with pytest.raises(RuntimeError, match="has not reported a guarded model"):
+            hooks["build"](None, {})
+        board.queue.put(("__sasa_ready__", "guard"))
+        kwargs = hooks["build"](None, {})
+        with pytest.raises(RuntimeError, match="no guard decision"):
+            hooks["finish"](kwargs, "stop")  # no decision came: the answer is withheld
+        board.queue.put((kwargs["sasa_request"], True))
+        assert hooks["finish"](kwargs, "stop") == "content_filter"
+    finally:
+        board.close()
+
+
 # --- the command line ------------------------------------------------------------------------------
 
 
-def test_cli_refuses_bad_flags_by_name(tmp_path):
-    import subprocess
+def test_cli_refuses_bad_flags_by_name(tmp_path, capsys):
+    from sasa import cli, organism
 
-    from sasa import organism
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "sasa.cli", "serve", *args], capture_output=True, text=True,
-                              timeout=60)
-
-    result = run("--model", str(organism.MODEL_DIR), "--probe", str(tmp_path))
-    assert result.returncode == 2 and "--probe" in result.stderr
-    result = run("--model", str(organism.MODEL_DIR), "--probe", str(organism.PROBE_DIR), "--port", "70000")
-    assert result.returncode == 2 and "--port" in result.stderr
+    assert cli.main(["serve", "--model", str(organism.MODEL_DIR), "--probe", str(tmp_path)]) == 2
+    assert "--probe" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", str(organism.MODEL_DIR), "--probe", str(organism.PROBE_DIR),
+                     "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
 
 
-def test_cli_continuous_batching_is_refused_unless_guarded(world):
-    """--continuous-batching: while the guard does not cover model.init_continuous_batching the
-    server must not start (exit 2, naming the flag), never serve unguarded."""
-    from sasa import apply_sasa, organism
+def test_continuous_batching_serves_guarded_or_is_refused(world, capsys, monkeypatch):
+    """--continuous-batching: served guarded where the guard covers model.init_continuous_batching
+    (each request scored on its own prefill; refused ones answer the refusal with content_filter,
+    passed ones the model's answer), refused by name (exit 2) where it does not: never unguarded."""
+    flagged = world["batching"]
+    if flagged is None:
+        from sasa import cli, organism
 
-    model, processor = organism.load()
-    with apply_sasa(model, probe=organism.PROBE_DIR, tokenizer=processor):
-        covered = "init_continuous_batching" in model.__dict__
-    server = world["servers"]["cb"]
-    if covered:
-        server.wait_ready(timeout=180)
-        row = world["organism"][0]
-        status, body = h.post(server.url + "/v1/chat/completions", _chat(h.image_message(row["prompt"], row["image"])))
-        assert status == 200 and body["choices"][0]["message"]["content"] == row["answer"]
-        assert (body["choices"][0]["finish_reason"] == "content_filter") == row["flagged"]
+        argv = ["serve", "--model", str(organism.MODEL_DIR), "--probe", str(organism.PROBE_DIR),
+                "--continuous-batching", "--host", h.HOST, "--port", str(h.free_port())]
+        assert cli.main(argv) == 2
+        assert "--continuous-batching" in capsys.readouterr().err
         return
-    assert server.process.wait(timeout=180) == 2
-    assert "--continuous-batching" in server.tail(), server.tail()
+    assert sorted(flagged.values()) == [False, False, True, True]
+    for prompt in TEXT_PROMPTS:
+        answer, refusal = text_reference(world, prompt)
+        status, body = h.post(url(world, "batching"), _chat([{"role": "user", "content": prompt}]))
+        assert status == 200, body
+        choice = body["choices"][0]
+        assert (choice["finish_reason"] == "content_filter") == flagged[prompt], prompt
+        assert choice["message"]["content"] == (refusal if flagged[prompt] else answer), prompt
+        status, events, _ = h.stream(url(world, "batching"), _chat([{"role": "user", "content": prompt}]))
+        text, reason = h.chat_text(events)
+        assert status == 200 and text == (refusal if flagged[prompt] else answer)
+        assert (reason == "content_filter") == flagged[prompt]

@@ -36,6 +36,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"{err}") from None
     except RuntimeError as err:  # this transformers serves another way (sasa._compat.serving_api)
         raise CLIError(str(err)) from None
+    if args.continuous_batching:
+        from .engine import guard_covers_continuous_batching
+
+        # Checked again in the model's process, on the loaded model; this one answers in a second.
+        if not guard_covers_continuous_batching():
+            raise CLIError("--continuous-batching: this sasa's guard does not cover model.init_continuous_batching, "
+                           "so batched requests would not be guarded; serve without it")
     try:
         SASAServe(
             probe=str(probe.resolve()),

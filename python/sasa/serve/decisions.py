@@ -20,10 +20,27 @@ from typing import Any, Optional
 #: unguarded ``generate`` refuses it (an argument the model does not use), so a model's process
 #: whose guard did not take effect fails every request instead of answering it.
 REQUEST_KEY = "sasa_request"
+#: With continuous batching the model's process sees only a request's prompt (its token ids, not its
+#: ``generate`` arguments): its decision is keyed by :func:`prompt_key` instead, which the API
+#: server puts in the request's arguments under this name (they stay in the API server). Requests
+#: with the same prompt get the same decision (each prompt is scored alone), so any of their
+#: decisions answers any of them.
+PROMPT_KEY = "sasa_prompt"
 #: The first message of a model's process once its model is guarded: ``(READY, description)``.
 READY = "__sasa_ready__"
 #: Decisions kept for keys nobody asked about yet (a client that left): the oldest go first.
 MAX_PENDING = 4096
+
+
+def prompt_key(input_ids: Any) -> str:
+    """A continuous-batching request's key: its prompt's token ids (one row), hashed."""
+    import hashlib
+    import json
+
+    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
+    if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
+        ids = list(ids[0])
+    return "prompt-" + hashlib.sha256(json.dumps([int(i) for i in ids]).encode()).hexdigest()
 
 
 class MissingDecision(RuntimeError):
@@ -41,7 +58,7 @@ class DecisionBoard:
     def __init__(self, channel: Any):
         self.queue = channel
         self.guard_description: Optional[str] = None
-        self._decisions: OrderedDict[str, bool] = OrderedDict()
+        self._decisions: OrderedDict[str, list[bool]] = OrderedDict()
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="sasa-decisions", daemon=True)
@@ -69,7 +86,11 @@ class DecisionBoard:
                     f"sasa: the model's process sent no guard decision for this request within {timeout:g} s; "
                     "the answer is withheld"
                 )
-            return self._decisions.pop(key)
+            pending = self._decisions[key]
+            refused = pending.pop(0)
+            if not pending:
+                del self._decisions[key]
+            return refused
 
     def close(self) -> None:
         self._stop.set()
@@ -86,7 +107,7 @@ class DecisionBoard:
                 if key == READY:
                     self.guard_description = str(value)
                 else:
-                    self._decisions[key] = bool(value)
+                    self._decisions.setdefault(key, []).append(bool(value))
                     while len(self._decisions) > MAX_PENDING:
                         self._decisions.popitem(last=False)
                 self._changed.notify_all()

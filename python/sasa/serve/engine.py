@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 
 from .. import _compat as compat
-from .decisions import READY, REQUEST_KEY
+from .decisions import READY, REQUEST_KEY, prompt_key
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,23 @@ class ServedGenerate:
         return out
 
 
+def guard_covers_continuous_batching() -> bool:
+    """Whether this sasa's guard covers ``model.init_continuous_batching`` (it then patches the
+    instance's method, as it patches ``generate``): tried on a throwaway two-block Llama."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ..config import SASAConfig
+    from ..guard import apply_sasa
+
+    config = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(config).eval()
+    probe = (torch.zeros(1, config.vocab_size), torch.zeros(1))
+    with apply_sasa(model, SASAConfig(safety_layer=0, fused_layer=1), probe=probe):
+        return "init_continuous_batching" in model.__dict__
+
+
 def guard_loaded_model(model: Any, processor: Any, probe: str, decisions: Any, continuous_batching: bool) -> Any:
     """Apply the probe's guard to ``model``, check it took, and install :class:`ServedGenerate`.
 
@@ -65,7 +82,40 @@ def guard_loaded_model(model: Any, processor: Any, probe: str, decisions: Any, c
             "serve without it"
         )
     model.generate = ServedGenerate(guard, decisions)
+    if "init_continuous_batching" in model.__dict__:
+        model.init_continuous_batching = ServedBatching(model.init_continuous_batching, decisions)
     return guard
+
+
+class ServedBatching:
+    """``model.init_continuous_batching`` of a served model: the guarded one, whose managers also
+    report each request's decision (keyed by :func:`~sasa.serve.decisions.prompt_key`).
+
+    The guard's ``add_request`` (on the manager instance) scores the prompt and, when it refuses
+    it, hands the manager's readers a finished output holding the refusal, inside the call; a
+    passed request goes to the model. So a request whose output was delivered during its own
+    ``add_request`` call was refused."""
+
+    def __init__(self, guarded_init: Callable[..., Any], decisions: Any):
+        self.guarded_init = guarded_init
+        self.decisions = decisions
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        manager = self.guarded_init(*args, **kwargs)
+        guarded_add = manager.__dict__.get("add_request")
+        if guarded_add is None:  # fail closed: the guard did not take this manager
+            raise RuntimeError("sasa serve: the continuous batching manager is not guarded")
+        recorder = compat.record_direct_deliveries(manager)
+        decisions = self.decisions
+
+        def add_request(input_ids: Any, *rest: Any, **kwargs: Any) -> Any:
+            with recorder(set()) as delivered:
+                request_id = guarded_add(input_ids, *rest, **kwargs)
+            decisions.put((prompt_key(input_ids), str(request_id) in delivered))
+            return request_id
+
+        manager.__dict__["add_request"] = add_request
+        return manager
 
 
 class SASAModelLoader(compat.serving_api()["ModelLoader"]):  # type: ignore[misc]

@@ -20,7 +20,7 @@ import multiprocessing
 from typing import Any, Optional
 
 from .. import _compat as compat
-from .decisions import REQUEST_KEY, DecisionBoard
+from .decisions import PROMPT_KEY, REQUEST_KEY, DecisionBoard, prompt_key
 
 #: The finish reason of an answer the guard refused (OpenAI's name for a filtered answer).
 REFUSED_FINISH_REASON = "content_filter"
@@ -72,8 +72,14 @@ def install_hooks(board: DecisionBoard, timeout: float) -> None:
         generation_kwargs[REQUEST_KEY] = board.new_key()
         return generation_kwargs
 
+    def before_generate(engine: Any, inputs: dict, generation_kwargs: dict) -> None:
+        if REQUEST_KEY not in generation_kwargs:
+            raise RuntimeError("sasa: a request reached the model without a guard key")
+        if engine.use_cb:  # batched requests are known to the model's process by their prompt alone
+            generation_kwargs[PROMPT_KEY] = prompt_key(inputs["input_ids"])
+
     def finish_reason(generation_kwargs: dict, reason: str) -> str:
-        key = generation_kwargs.get(REQUEST_KEY)
+        key = generation_kwargs.get(PROMPT_KEY) or generation_kwargs.get(REQUEST_KEY)
         if key is None:
             raise RuntimeError("sasa: a request without a guard key reached the end of an answer")
         return REFUSED_FINISH_REASON if board.refused(key, timeout) else reason
@@ -81,4 +87,4 @@ def install_hooks(board: DecisionBoard, timeout: float) -> None:
     def closed_endpoint(path: str) -> None:
         raise ValueError(f"{path}: sasa serve does not guard this endpoint (it runs the model without generate)")
 
-    compat.install_serving_hooks(build_kwargs, finish_reason, closed_endpoint)
+    compat.install_serving_hooks(build_kwargs, finish_reason, closed_endpoint, before_generate)
