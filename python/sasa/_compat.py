@@ -296,7 +296,8 @@ def serving_api() -> dict[str, Any]:
             "model in your own server with sasa.apply_sasa"
         )
     for module_name, name in (("transformers.cli.serving.systemone", "SystemOneHandler"),
-                              ("transformers.cli.serving.transcription", "TranscriptionHandler")):
+                              ("transformers.cli.serving.transcription", "TranscriptionHandler"),
+                              ("transformers.cli.serving.response", "ResponseHandler")):
         try:
             found[name] = getattr(importlib.import_module(module_name), name)
         except (ImportError, AttributeError):
@@ -304,7 +305,8 @@ def serving_api() -> dict[str, Any]:
     return found
 
 
-def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint: Any, before_generate: Any) -> None:
+def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint: Any, before_generate: Any,
+                          refused: Any) -> None:
     """Route transformers serve's handlers through sasa (in this process, for the server's life):
 
     - ``build_kwargs(handler, generation_kwargs) -> generation_kwargs`` after every request's own
@@ -314,7 +316,11 @@ def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint
       ``generate`` (/v1/systemone, /v1/audio/transcriptions);
     - ``before_generate(engine, inputs, generation_kwargs)`` as a handler hands a request to the
       model's process (``EngineClient.generate_streaming`` / ``generate_non_streaming``); ``engine.use_cb``
-      says whether it generates with continuous batching there.
+      says whether it generates with continuous batching there;
+    - ``refused(generation_kwargs) -> bool`` once a /v1/responses answer has ended (that endpoint has
+      no finish reason): a refused one is marked as OpenAI marks a filtered response,
+      ``status: "incomplete"``, ``incomplete_details: {"reason": "content_filter"}`` (streaming: its
+      last event is ``response.incomplete`` instead of ``response.completed``).
     Idempotent: a second call replaces the first's hooks."""
     api = serving_api()
     base = api["BaseHandler"]
@@ -345,6 +351,8 @@ def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint
 
     client._sasa_original_stream, client._sasa_original_whole = original_stream, original_whole
     client.generate_streaming, client.generate_non_streaming = generate_streaming, generate_non_streaming
+    if api["ResponseHandler"] is not None:
+        _hook_responses(api["ResponseHandler"], refused)
     for name, path in (("SystemOneHandler", "/v1/systemone"), ("TranscriptionHandler", "/v1/audio/transcriptions")):
         handler = api[name]
         if handler is None:
@@ -354,6 +362,49 @@ def install_serving_hooks(build_kwargs: Any, finish_reason: Any, closed_endpoint
             closed_endpoint(_path)
 
         handler.handle_request = handle_request
+
+
+def _mark_incomplete(response: dict) -> dict:
+    return {**response, "status": "incomplete", "incomplete_details": {"reason": "content_filter"}}
+
+
+def _hook_responses(handler: Any, refused: Any) -> None:
+    """/v1/responses: ``_non_streaming(request_id, engine, body, inputs, generation_kwargs)`` returns a
+    ``JSONResponse``; ``_streaming(...)`` a ``StreamingResponse`` whose last event is
+    ``response.completed`` (one SSE ``data:`` line)."""
+    import json
+
+    from fastapi.responses import JSONResponse
+
+    original_whole = getattr(handler, "_sasa_original_whole", handler._non_streaming)
+    original_stream = getattr(handler, "_sasa_original_stream", handler._streaming)
+
+    async def _non_streaming(self: Any, request_id: str, engine: Any, body: dict, inputs: dict,
+                             generation_kwargs: dict) -> Any:
+        response = await original_whole(self, request_id, engine, body, inputs, generation_kwargs)
+        if not refused(generation_kwargs):
+            return response
+        return JSONResponse(_mark_incomplete(json.loads(response.body)), status_code=response.status_code)
+
+    def _streaming(self: Any, request_id: str, engine: Any, body: dict, inputs: dict, generation_kwargs: dict) -> Any:
+        response = original_stream(self, request_id, engine, body, inputs, generation_kwargs)
+        events = response.body_iterator
+
+        async def marked() -> Any:
+            async for chunk in events:
+                text = chunk if isinstance(chunk, str) else chunk.decode()
+                if '"response.completed"' in text and text.startswith("data: ") and refused(generation_kwargs):
+                    event = json.loads(text[len("data: "):])
+                    event["type"] = "response.incomplete"
+                    event["response"] = _mark_incomplete(event["response"])
+                    text = f"data: {json.dumps(event)}\n\n"
+                yield text
+
+        response.body_iterator = marked()
+        return response
+
+    handler._sasa_original_whole, handler._sasa_original_stream = original_whole, original_stream
+    handler._non_streaming, handler._streaming = _non_streaming, _streaming
 
 
 def record_direct_deliveries(manager: Any) -> Any:

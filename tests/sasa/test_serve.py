@@ -1,13 +1,14 @@
 """``sasa serve``: transformers serve's real server on 127.0.0.1, guarded, queried over HTTP.
 
-Five servers start at once (module fixture) and stop at the end (their process groups are
+The servers start at once (module fixture) and stop at the end (their process groups are
 killed; every wait is bounded):
 
 - the model organism with its probe (flags some picture-carried harmful requests);
-- a tiny random text Llama with a probe that flags everything, and one with a probe that passes
-  everything (zero weights, a bias of +50 or -50);
-- the same text model with the guarded loader defeated in the model's process ("silent": loaded
-  unguarded, nothing reported; "lying": loaded unguarded, reported guarded): fail-closed checks.
+- a tiny random text Llama with a hand-built probe that deterministically flags two of
+  TEXT_PROMPTS and passes the other two (one logit of the augmented pass, biased between them);
+- the same, with continuous batching, where the guard covers it;
+- the text model with the guarded loader defeated in the model's process (loaded unguarded,
+  reported guarded): the fail-closed check.
 
 Expected answers are computed here, in-process, on the same inputs the server renders (the
 processor's chat template, as transformers serve applies it): the guard's decision with
@@ -55,20 +56,16 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     text_model, text_tokenizer = h.save_text_model(root / "text")
-    flag_all = h.save_probe(text_model, text_tokenizer, root / "flag_all", 50.0, safety_layer=2, fused_layer=4)
-    pass_all = h.save_probe(text_model, text_tokenizer, root / "pass_all", -50.0, safety_layer=2, fused_layer=4)
-    defeated = [sys.executable, "-m", "tests.sasa._serve_unguarded"]
+    mixed, flagged = save_mixed_probe(text_model, text_tokenizer, root / "mixed")
     argv = {
         "organism": h.sasa_serve_argv(organism.MODEL_DIR, organism.PROBE_DIR),
-        "flag_all": h.sasa_serve_argv(root / "text", flag_all),
-        "pass_all": h.sasa_serve_argv(root / "text", pass_all),
-        "lying": defeated + ["lying", str(root / "text"), str(pass_all)],
+        "text": h.sasa_serve_argv(root / "text", mixed),
+        "lying": [sys.executable, "-m", "tests.sasa._serve_unguarded", "lying", str(root / "text"), str(mixed)],
     }
     from sasa.serve.engine import guard_covers_continuous_batching
 
     batching = guard_covers_continuous_batching()
-    if batching:  # continuous batching, with a probe that flags half of TEXT_PROMPTS
-        mixed, flagged = save_mixed_probe(text_model, text_tokenizer, root / "mixed")
+    if batching:
         argv["batching"] = h.sasa_serve_argv(root / "text", mixed, "--continuous-batching")
     servers = {name: h.ServerProcess(args, root / f"{name}.log") for name, args in argv.items()}
     try:
@@ -76,7 +73,7 @@ def world(tmp_path_factory):
             server.wait_ready(timeout=180)
         manifest = organism_rows(root)
         yield {"root": root, "servers": servers, "text": (text_model, text_tokenizer), "organism": manifest,
-               "batching": flagged if batching else None}
+               "flagged": flagged, "batching": batching, "references": {}}
     finally:
         for server in servers.values():
             server.stop()
@@ -88,13 +85,17 @@ def save_mixed_probe(model, tokenizer, directory: Path) -> tuple[Path, dict[str,
     from sasa import SASAProbe, apply_sasa
 
     zero = SASAProbe.load(h.save_probe(model, tokenizer, directory, 0.0, safety_layer=2, fused_layer=4))
+    with apply_sasa(model, probe=zero, tokenizer=tokenizer) as guard:
+        features = torch.cat([guard.features(**render(tokenizer, p)) for p in TEXT_PROMPTS])  # [prompts, vocab]
+    ranked = features.sort(dim=0).values
+    gaps = ranked[2] - ranked[1]  # per feature: between the 2nd and 3rd highest prompt
+    column = int(gaps.argmax())  # the widest margin either side of the cut
+    logits = features[:, column].tolist()
+    bias = -float(ranked[1, column] + ranked[2, column]) / 2
     weight = torch.zeros_like(zero.weight)
-    weight[0, 7] = 1.0  # the feature of one vocabulary entry
-    with apply_sasa(model, probe=(weight, torch.zeros(1)), config=zero.config, tokenizer=tokenizer) as guard:
-        logits = [float(guard.features(**render(tokenizer, p))[0, 7]) for p in TEXT_PROMPTS]
-    cut = sorted(logits)[len(logits) // 2 - 1: len(logits) // 2 + 1]
-    bias = -sum(cut) / 2  # halfway between the 2nd and 3rd: the top two score above 0.5
-    probe = SASAProbe(weight=weight * 1e3, bias=torch.tensor([bias * 1e3]), threshold=torch.tensor([0.5]),
+    weight[0, column] = 1.0
+    scale = 50.0 / float(gaps[column])  # every prompt's score at least 25 logits from the threshold
+    probe = SASAProbe(weight=weight * scale, bias=torch.tensor([bias * scale]), threshold=torch.tensor([0.5]),
                       categories=["any"], feature="logits", config=zero.config, fingerprint=zero.fingerprint,
                       prompt_format=zero.prompt_format)
     probe.save(directory)
@@ -153,16 +154,27 @@ def decode(processor, sequences: torch.Tensor, inputs: dict) -> str:
 
 
 def text_reference(world, prompt: str) -> tuple[str, str]:
-    """``(unguarded greedy answer, refusal text)`` of the text model for ``prompt``, decoded as the server does."""
-    model, tokenizer = world["text"]
-    inputs = render(tokenizer, prompt)
-    answer = decode(tokenizer, model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False), inputs)
-    from sasa import apply_sasa
+    """``(unguarded greedy answer, guarded answer)`` of the text model for ``prompt`` (computed here,
+    decoded as the server decodes); the guarded one is the refusal for a flagged prompt."""
+    if prompt not in world["references"]:
+        from sasa import apply_sasa
 
-    with apply_sasa(model, probe=world["root"] / "flag_all", tokenizer=tokenizer) as guard:
-        refused = guard.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
-    assert bool(refused.flagged[0])
-    return answer, decode(tokenizer, refused.sequences, inputs)
+        model, tokenizer = world["text"]
+        inputs = render(tokenizer, prompt)
+        answer = decode(tokenizer, model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False), inputs)
+        with apply_sasa(model, probe=world["root"] / "mixed", tokenizer=tokenizer) as guard:
+            guarded = guard.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+        assert bool(guarded.flagged[0]) == world["flagged"][prompt]
+        world["references"][prompt] = (answer, decode(tokenizer, guarded.sequences, inputs))
+    return world["references"][prompt]
+
+
+def flagged_prompts(world) -> list[str]:
+    return [p for p in TEXT_PROMPTS if world["flagged"][p]]
+
+
+def passed_prompts(world) -> list[str]:
+    return [p for p in TEXT_PROMPTS if not world["flagged"][p]]
 
 
 def url(world, name: str, path: str = "/v1/chat/completions") -> str:
@@ -218,79 +230,105 @@ def test_organism_concurrent_clients(world):
         assert (reason == "content_filter") == row["flagged"]
 
 
-# --- the text model: a probe that flags everything, one that passes everything -------------------
+# --- the text model: a probe that flags two prompts and passes two ---------------------------------
 
 
-def test_flag_all_refuses_every_request_with_the_field(world):
-    prompt = TEXT_PROMPTS[0]
-    answer, refusal = text_reference(world, prompt)
-    assert answer != refusal  # the model's own answer is something else
-    status, body = h.post(url(world, "flag_all"), _chat([{"role": "user", "content": prompt}]))
-    assert status == 200 and body["choices"][0]["message"]["content"] == refusal
-    assert body["choices"][0]["finish_reason"] == "content_filter"
-
-
-def test_flag_all_streaming_never_sends_a_token_of_the_answer(world):
-    """The stream holds the refusal and nothing of the model's answer: every content chunk is part
-    of the refusal, in order, and none carries the answer's first word."""
-    for prompt in TEXT_PROMPTS[:2]:
+def test_text_probe_flags_half(world):
+    assert len(flagged_prompts(world)) == 2 and len(passed_prompts(world)) == 2
+    for prompt in flagged_prompts(world):
         answer, refusal = text_reference(world, prompt)
-        status, events, _ = h.stream(url(world, "flag_all"), _chat([{"role": "user", "content": prompt}]))
+        assert answer != refusal  # the model's own answer is something else
+
+
+def test_flagged_requests_answer_the_refusal_with_the_field(world):
+    for prompt in flagged_prompts(world):
+        _, refusal = text_reference(world, prompt)
+        status, body = h.post(url(world, "text"), _chat([{"role": "user", "content": prompt}]))
+        assert status == 200 and body["choices"][0]["message"]["content"] == refusal
+        assert body["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_flagged_streams_never_send_a_token_of_the_answer(world):
+    """The stream holds the refusal and nothing of the model's answer: its content chunks join to
+    the refusal exactly, and none carries a word of the answer that the refusal lacks."""
+    for prompt in flagged_prompts(world):
+        answer, refusal = text_reference(world, prompt)
+        status, events, _ = h.stream(url(world, "text"), _chat([{"role": "user", "content": prompt}]))
         assert status == 200
         text, reason = h.chat_text(events)
         assert text == refusal and reason == "content_filter"
-        chunks = [c.get("delta", {}).get("content") for e in events if isinstance(e, dict) for c in e.get("choices", [])]
-        assert "".join(c for c in chunks if c) == refusal
-        first_word = answer.split()[0] if answer.split() else None
-        if first_word and first_word not in refusal.split():
-            assert all(first_word not in (c or "").split() for c in chunks)
+        chunks = [c.get("delta", {}).get("content") or "" for e in events if isinstance(e, dict)
+                  for c in e.get("choices", [])]
+        leaked = set(answer.split()) - set(refusal.split())
+        assert not any(set(chunk.split()) & leaked for chunk in chunks)
 
 
-def test_flag_all_responses_endpoint_answers_the_refusal(world):
-    prompt = TEXT_PROMPTS[1]
-    _, refusal = text_reference(world, prompt)
-    status, body = h.post(url(world, "flag_all", "/v1/responses"),
-                          {"input": prompt, "max_output_tokens": MAX_TOKENS, "temperature": 0})
-    assert status == 200, body
-    texts = [part["text"] for item in body["output"] if item.get("type") == "message" for part in item["content"]]
-    assert texts == [refusal]
+def test_responses_endpoint_is_guarded(world):
+    for prompt in TEXT_PROMPTS[:2] + flagged_prompts(world)[:1]:
+        answer, guarded = text_reference(world, prompt)
+        status, body = h.post(url(world, "text", "/v1/responses"),
+                              {"input": prompt, "max_output_tokens": MAX_TOKENS, "temperature": 0})
+        assert status == 200, body
+        texts = [part["text"] for item in body["output"] if item.get("type") == "message" for part in item["content"]]
+        assert texts == [guarded]
+        refused = world["flagged"][prompt]
+        assert (body["status"] == "incomplete") == refused
+        if refused:
+            assert body["incomplete_details"] == {"reason": "content_filter"}
+        status, events, _ = h.stream(url(world, "text", "/v1/responses"),
+                                     {"input": prompt, "max_output_tokens": MAX_TOKENS, "temperature": 0})
+        assert status == 200
+        deltas = "".join(e.get("delta", "") for e in events if isinstance(e, dict)
+                         and e.get("type") == "response.output_text.delta")
+        assert deltas == guarded
+        last = [e for e in events if isinstance(e, dict)][-1]
+        assert last["type"] == ("response.incomplete" if refused else "response.completed")
+        assert last["response"]["status"] == ("incomplete" if refused else "completed")
 
 
-def test_pass_all_answers_are_the_unguarded_models(world):
-    for prompt in TEXT_PROMPTS:
-        answer, _ = text_reference(world, prompt)
-        status, body = h.post(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]))
+def test_passed_answers_are_the_unguarded_models(world):
+    for prompt in passed_prompts(world):
+        answer, guarded = text_reference(world, prompt)
+        assert guarded == answer
+        status, body = h.post(url(world, "text"), _chat([{"role": "user", "content": prompt}]))
         assert status == 200 and body["choices"][0]["message"]["content"] == answer
         assert body["choices"][0]["finish_reason"] in ("stop", "length")
-        status, events, _ = h.stream(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]))
+        status, events, _ = h.stream(url(world, "text"), _chat([{"role": "user", "content": prompt}]))
         text, reason = h.chat_text(events)
         assert status == 200 and text == answer and reason in ("stop", "length")
 
 
-def test_pass_all_concurrent_clients(world):
-    jobs = TEXT_PROMPTS * 2
-    expected = {p: text_reference(world, p)[0] for p in TEXT_PROMPTS}
+def test_text_concurrent_clients(world):
+    """8 clients at once, flagged and passed prompts, streaming and not: each gets its own answer."""
+    jobs = [(prompt, i % 2 == 0) for i, prompt in enumerate(TEXT_PROMPTS * 2)]
+    expected = {p: text_reference(world, p)[1] for p in TEXT_PROMPTS}
 
-    def ask(prompt):
-        status, body = h.post(url(world, "pass_all"), _chat([{"role": "user", "content": prompt}]), timeout=120)
-        return status, body["choices"][0]["message"]["content"]
+    def ask(job):
+        prompt, streaming = job
+        body = _chat([{"role": "user", "content": prompt}])
+        if streaming:
+            status, events, _ = h.stream(url(world, "text"), body, timeout=120)
+            return status, *h.chat_text(events)
+        status, out = h.post(url(world, "text"), body, timeout=120)
+        return status, out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]
 
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(ask, jobs, timeout=300))
-    assert all(status == 200 for status, _ in results)
-    assert [text for _, text in results] == [expected[p] for p in jobs]
+    for (prompt, _), (status, text, reason) in zip(jobs, results):
+        assert status == 200 and text == expected[prompt]
+        assert (reason == "content_filter") == world["flagged"][prompt]
 
 
 def test_completions_without_the_chat_template_are_refused_not_answered(world):
     """/v1/completions sends raw text; the probe was made on chat-template prompts, so the guard
     cannot judge it: the request fails (400), it is not answered."""
-    status, body = h.post(url(world, "pass_all", "/v1/completions"),
-                          {"prompt": TEXT_PROMPTS[0], "max_tokens": MAX_TOKENS, "temperature": 0})
+    status, body = h.post(url(world, "text", "/v1/completions"),
+                          {"prompt": passed_prompts(world)[0], "max_tokens": MAX_TOKENS, "temperature": 0})
     assert status == 400 and "generation prompt" in json.dumps(body), body
 
 
 def test_endpoints_that_bypass_generate_are_closed(world):
-    status, body = h.post(url(world, "pass_all", "/v1/systemone"), {"messages": [{"role": "user", "content": "x"}]})
+    status, body = h.post(url(world, "text", "/v1/systemone"), {"messages": [{"role": "user", "content": "x"}]})
     assert status == 400 and "does not guard" in json.dumps(body)
 
 
@@ -300,7 +338,7 @@ def test_endpoints_that_bypass_generate_are_closed(world):
 def test_an_unguarded_model_process_answers_nothing(world):
     """The model's process loaded the model unguarded but says it is guarded ("lying"): the key
     every request carries is an argument an unguarded generate refuses, so nothing is answered."""
-    prompt, server = TEXT_PROMPTS[0], "lying"
+    prompt, server = flagged_prompts(world)[0], "lying"
     answer, _ = text_reference(world, prompt)
     status, body = h.post(url(world, server), _chat([{"role": "user", "content": prompt}]))
     assert status >= 400 and answer not in json.dumps(body)
@@ -353,8 +391,8 @@ def test_continuous_batching_serves_guarded_or_is_refused(world, capsys, monkeyp
     """--continuous-batching: served guarded where the guard covers model.init_continuous_batching
     (each request scored on its own prefill; refused ones answer the refusal with content_filter,
     passed ones the model's answer), refused by name (exit 2) where it does not: never unguarded."""
-    flagged = world["batching"]
-    if flagged is None:
+    flagged = world["flagged"]
+    if not world["batching"]:
         from sasa import cli, organism
 
         argv = ["serve", "--model", str(organism.MODEL_DIR), "--probe", str(organism.PROBE_DIR),
@@ -362,9 +400,8 @@ def test_continuous_batching_serves_guarded_or_is_refused(world, capsys, monkeyp
         assert cli.main(argv) == 2
         assert "--continuous-batching" in capsys.readouterr().err
         return
-    assert sorted(flagged.values()) == [False, False, True, True]
     for prompt in TEXT_PROMPTS:
-        answer, refusal = text_reference(world, prompt)
+        answer, refusal = text_reference(world, prompt)  # refusal: the guarded answer
         status, body = h.post(url(world, "batching"), _chat([{"role": "user", "content": prompt}]))
         assert status == 200, body
         choice = body["choices"][0]

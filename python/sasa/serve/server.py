@@ -8,7 +8,9 @@ model process); sasa changes three things, all in :func:`serve`'s process:
 2. every request's ``generate`` arguments get a key (:data:`~sasa.serve.decisions.REQUEST_KEY`)
    that the guarded process needs and an unguarded one refuses: no path answers unguarded;
 3. the finish reason: a request the guard refused ends with ``finish_reason: "content_filter"``
-   (:data:`REFUSED_FINISH_REASON`) instead of ``"stop"``/``"length"``.
+   (:data:`REFUSED_FINISH_REASON`) instead of ``"stop"``/``"length"`` (/v1/chat/completions,
+   /v1/completions), or ``status: "incomplete"`` with ``incomplete_details.reason:
+   "content_filter"`` (/v1/responses), as OpenAI marks a filtered answer.
 
 Endpoints that run the model without ``generate`` (``/v1/systemone``, ``/v1/audio/transcriptions``)
 answer 400.
@@ -78,13 +80,16 @@ def install_hooks(board: DecisionBoard, timeout: float) -> None:
         if engine.use_cb:  # batched requests are known to the model's process by their prompt alone
             generation_kwargs[PROMPT_KEY] = prompt_key(inputs["input_ids"])
 
-    def finish_reason(generation_kwargs: dict, reason: str) -> str:
+    def refused(generation_kwargs: dict) -> bool:
         key = generation_kwargs.get(PROMPT_KEY) or generation_kwargs.get(REQUEST_KEY)
         if key is None:
             raise RuntimeError("sasa: a request without a guard key reached the end of an answer")
-        return REFUSED_FINISH_REASON if board.refused(key, timeout) else reason
+        return board.refused(key, timeout)
+
+    def finish_reason(generation_kwargs: dict, reason: str) -> str:
+        return REFUSED_FINISH_REASON if refused(generation_kwargs) else reason
 
     def closed_endpoint(path: str) -> None:
         raise ValueError(f"{path}: sasa serve does not guard this endpoint (it runs the model without generate)")
 
-    compat.install_serving_hooks(build_kwargs, finish_reason, closed_endpoint, before_generate)
+    compat.install_serving_hooks(build_kwargs, finish_reason, closed_endpoint, before_generate, refused)
