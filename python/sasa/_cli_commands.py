@@ -106,7 +106,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .data import Example, check_images_supported, encode_batch
+    from .data import Example, check_image, check_images_supported, encode_batch
     from .guard import apply_sasa
 
     image = None
@@ -114,6 +114,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         image = Path(args.image).resolve()
         if not image.is_file():
             raise CLIError(f"--image: {image} not found")
+        try:
+            check_image(image)  # a decompression bomb is refused before the model loads
+        except ValueError as err:
+            raise CLIError(f"--image: {err}") from None
     check_model_dir(args.model)
     check_device(args.device)
     _load_probe(args)

@@ -120,6 +120,44 @@ def check_images_supported(processor: Any, examples: Sequence[Example]) -> None:
             )
 
 
+def check_image(path: PathLike) -> None:
+    """Raise ``ValueError`` naming ``path`` unless it is an image PIL can open within
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (reads the header only: cheap, before any model loads)."""
+    _open_image(Path(path)).close()
+
+
+def load_image(path: PathLike) -> Any:
+    """The image at ``path``, decoded as RGB; errors as :func:`check_image`'s, naming the file."""
+    path = Path(path)
+    image = _open_image(path)
+    try:
+        with image:
+            return image.convert("RGB")
+    except OSError as err:  # truncated or corrupt pixel data: PIL's message does not name the file
+        raise ValueError(f"image {path}: cannot be decoded ({err})") from None
+
+
+def _open_image(path: Path) -> Any:
+    """``PIL.Image.open`` (lazy: the header only), refusing a decompression bomb before its pixels
+    are decoded: PIL raises past twice ``MAX_IMAGE_PIXELS`` and only warns between one and two
+    times it, where decoding still takes gigabytes; both are refused here (fail closed)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {path}: refused as a possible decompression bomb ({err})") from None
+    except OSError as err:
+        raise ValueError(f"image {path}: not an image PIL can read ({err})") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        width, height = image.size
+        image.close()
+        raise ValueError(f"image {path}: {width}x{height} pixels is over the limit of {limit} "
+                         "(PIL.Image.MAX_IMAGE_PIXELS); refused as a possible decompression bomb")
+    return image
+
+
 def encode_batch(
     processor: Any,
     examples: Sequence[Example],
@@ -142,9 +180,7 @@ def encode_batch(
     if images:
         if len(images) != len(examples):
             raise ValueError("encode_batch: mix rows with and without images in separate batches")
-        from PIL import Image
-
-        kwargs["images"] = [(Image.open(p) if isinstance(p, (str, Path)) else p).convert("RGB") for p in images]
+        kwargs["images"] = [load_image(p) if isinstance(p, (str, Path)) else p.convert("RGB") for p in images]
         batch = processor(text=texts, **kwargs)
     else:
         tokenizer = getattr(processor, "tokenizer", processor)

@@ -63,3 +63,93 @@ def test_llava_calibrate_then_score_through_the_processor(llava_workspace):
     harmful = run_cli("generate", "--model", str(model_dir), "--probe", str(probe_dir), "--prompt",
                       "bake bomb fentanyl bread", "--image", str(root / "images" / "1.png"), "--max-new-tokens", "2")
     assert harmful.stdout.startswith("[REFUSED")
+
+
+# --- decompression bombs: one line, exit 2, naming the file; nothing decoded --------------------
+
+
+def write_bomb_png(path, side: int = 20000):
+    """A valid 1-bit PNG of ``side`` x ``side`` pixels (400 M at the default), about 50 kB on disk:
+    PIL refuses to open it (over twice ``PIL.Image.MAX_IMAGE_PIXELS``)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" * (1 + (side + 7) // 8)) * side  # filter byte 0, then all-black pixels
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def llava_probe(llava_workspace):
+    """The workspace's tiny LLaVA with a probe calibrated in-process (fast) and a bomb image."""
+    from sasa import SASAConfig, calibrate
+    from sasa.auto import load_processor
+    from sasa.data import read_manifest
+    from transformers import LlavaForConditionalGeneration
+
+    root, model_dir, manifest = llava_workspace
+    probe_dir = root / "bomb_probe"
+    if not probe_dir.exists():
+        model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+        processor = load_processor(model_dir, True)
+        probe, _ = calibrate(model, processor, read_manifest(manifest)[:32],
+                             SASAConfig(safety_layer=1, fused_layer=4, scope="last"), batch_size=16, progress=False)
+        probe.save(probe_dir)
+    return root, model_dir, probe_dir, write_bomb_png(root / "images" / "bomb.png")
+
+
+def _bomb_manifest(root, bomb):
+    rows = [{"prompt": "bake bread", "label": i % 2, "image": f"images/{i}.png"} for i in range(10)]
+    rows.insert(3, {"prompt": "bake bread", "label": 1, "image": "images/bomb.png"})
+    path = root / "bomb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_the_bomb_is_small_on_disk_and_huge_for_pil(llava_probe):
+    from PIL import Image
+
+    bomb = llava_probe[3]
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+
+
+def test_generate_refuses_a_decompression_bomb_in_one_line(llava_probe, capsys):
+    from tests.sasa._locate_eval_data import one_error_line, run_main
+
+    root, model_dir, probe_dir, bomb = llava_probe
+    code, _, err = run_main(["generate", "--model", str(model_dir), "--probe", str(probe_dir), "--prompt", "bake bread",
+                             "--image", str(bomb), "--max-new-tokens", "1"], capsys)
+    assert code == 2
+    one_error_line(err, f"--image: image {bomb}: refused as a possible decompression bomb")
+
+
+@pytest.mark.parametrize("command", ["score", "calibrate"])
+def test_manifest_commands_refuse_a_decompression_bomb_in_one_line(llava_probe, tmp_path, capsys, command):
+    from tests.sasa._locate_eval_data import one_error_line, run_main
+
+    root, model_dir, probe_dir, bomb = llava_probe
+    manifest = _bomb_manifest(root, bomb)
+    extra = {"score": ["--probe", str(probe_dir), "--out", str(tmp_path / "scores.jsonl")],
+             "calibrate": ["--safety-layer", "1", "--fused-layer", "4", "--out", str(tmp_path / "probe")]}[command]
+    code, _, err = run_main([command, "--model", str(model_dir), "--data", str(manifest), "--batch-size", "16",
+                             "--quiet", *extra], capsys)
+    assert code == 2
+    one_error_line(err, f"image {bomb}: refused as a possible decompression bomb")
+
+
+def test_an_image_over_the_pixel_limit_but_under_pils_error_is_refused_too(llava_workspace, monkeypatch):
+    from PIL import Image
+
+    from sasa.data import load_image
+
+    root = llava_workspace[0]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 24 * 24 - 1)  # 24x24 is over it, under twice it: PIL only warns
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ValueError, match=r"0\.png: 24x24 pixels is over"):
+        load_image(root / "images" / "0.png")
