@@ -26,11 +26,43 @@ def first_dir(path: Path, here: tuple[str, ...], below: tuple[str, ...], format:
 
 
 def load_json(path: Path) -> Any:
+    """The JSON value in ``path``; :class:`DatasetError` naming the file for a missing file, a folder,
+    an unreadable file, non-UTF-8 bytes, bad JSON, or an object with a repeated key (``json`` keeps
+    the last one: a benchmark's repeated question id would silently lose a row)."""
+    return _parse_json(path, read_text(path, "a JSON file"))
+
+
+def read_text(path: Path, expected: str) -> str:
+    """``path`` decoded as UTF-8 (a byte-order mark is allowed, as spreadsheet programs write one);
+    :class:`DatasetError` naming the file otherwise (``expected`` says what it should be)."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, expected {expected}")
     if not path.is_file():
-        raise DatasetError(f"{path}: not found")
+        raise DatasetError(f"{path}: not found (expected {expected})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot be read ({err.strerror or err})") from err
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        raise DatasetError(f"{path}: not UTF-8 text (byte {start}: {err.reason}); expected {expected} "
+                           "saved as UTF-8") from err
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise DatasetError(f"{path}: duplicate key {key!r} in one JSON object (each id must appear once)")
+            seen[key] = value
+        return seen
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not valid JSON ({err})") from err
 
 

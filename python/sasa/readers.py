@@ -39,12 +39,13 @@ benign rows) and keeps each row's source. Errors name the file and what was expe
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ._dataset_flags import FORMATS, MMSB_IMAGE_KINDS
 from ._types import PathLike
-from ._reader_files import DatasetError, existing_image, first_dir, id_key, load_json, text_field
+from ._reader_files import DatasetError, existing_image, first_dir, id_key, load_json, read_text, text_field
 from .data import Example, read_manifest
 
 #: FigStep's text prompt for open models: the request itself is only in the image.
@@ -140,6 +141,8 @@ def read_mm_safetybench(path: PathLike, *, image_kind: str = "SD_TYPO") -> list[
                       "a folder 'processed_questions' with one <scenario>.json per scenario")
     questions_dir = root / "processed_questions"
     images_dir = root / "imgs"
+    if not questions_dir.is_dir():
+        raise DatasetError(f"{questions_dir}: expected a folder of <scenario>.json files")
     files = sorted(questions_dir.glob("*.json"))
     if not files:
         raise DatasetError(f"{questions_dir}: no <scenario>.json question files")
@@ -151,6 +154,8 @@ def read_mm_safetybench(path: PathLike, *, image_kind: str = "SD_TYPO") -> list[
         questions = load_json(file)
         if not isinstance(questions, dict):
             raise DatasetError(f"{file}: expected a JSON object of question id -> fields, got {type(questions).__name__}")
+        if not questions:  # a truncated copy or a failed download: its scenario would silently be missing
+            raise DatasetError(f"{file}: no questions (expected an object of question id -> fields)")
         for qid, item in sorted(questions.items(), key=lambda kv: id_key(kv[0])):
             number += 1
             where = f"{file}: question {qid!r}"
@@ -181,19 +186,8 @@ def read_figstep(path: PathLike) -> list[Example]:
                               "a file 'question/safebench.csv'")
         csv_path = data_dir / "question" / "safebench.csv"
     images_dir = data_dir / "images" / ("SafeBench" if csv_path.stem.lower() == "safebench" else csv_path.stem)
-    try:
-        with csv_path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in _FIGSTEP_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetError(
-                    f"{csv_path}: missing column(s) {missing}; expected the SafeBench columns {list(_FIGSTEP_COLUMNS)}"
-                )
-            records = list(reader)
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{csv_path}: not UTF-8 text ({err.reason})") from err
     rows = []
-    for number, record in enumerate(records, start=2):  # line 1 is the header
+    for number, record in _figstep_records(csv_path):
         where = f"{csv_path}:{number}"
         name = f"query_{record['dataset']}_{record['category_id']}_{record['task_id']}_6"
         image = existing_image(images_dir, name, (".png",), where)
@@ -201,6 +195,37 @@ def read_figstep(path: PathLike) -> list[Example]:
         category = (record.get("category_name") or "").strip() or None
         rows.append(Example(FIGSTEP_PROMPT, 1, image, category, number, question or None, "image"))
     return rows
+
+
+def _figstep_records(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, record)`` of a SafeBench CSV; :class:`DatasetError` naming the file and line
+    for bad quoting (``strict``: a lenient reader runs an unbalanced quote over the next rows,
+    silently swallowing them), a row with more fields than the header, or a row without an id."""
+    expected = f"a SafeBench CSV with the columns {list(_FIGSTEP_COLUMNS)}"
+    reader = csv.DictReader(io.StringIO(read_text(csv_path, expected), newline=""), strict=True)
+    records = []
+    try:
+        missing = [c for c in _FIGSTEP_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {missing}; expected the SafeBench columns "
+                               f"{list(_FIGSTEP_COLUMNS)}")
+        for record in reader:
+            records.append((reader.line_num, _check_figstep_record(record, f"{csv_path}:{reader.line_num}",
+                                                                   len(reader.fieldnames or []))))
+    except csv.Error as err:
+        # DictReader.line_num is only updated after a row parses: the underlying reader's is current.
+        raise DatasetError(f"{csv_path}:{reader.reader.line_num}: not a CSV row ({err})") from err
+    return records
+
+
+def _check_figstep_record(record: dict[Any, Any], where: str, columns: int) -> dict[str, str]:
+    if None in record:  # csv puts the fields past the header's under the key None
+        raise DatasetError(f"{where}: {columns + len(record[None])} fields, more than the {columns} columns of the "
+                           "header (an unquoted comma?)")
+    for column in ("dataset", "category_id", "task_id"):  # they name the row's image
+        if not (record.get(column) or "").strip():
+            raise DatasetError(f"{where}: expected a value in column {column!r} (the row is short or the id is empty)")
+    return record
 
 
 # --- VLGuard ------------------------------------------------------------------------------------
@@ -230,21 +255,34 @@ def read_vlguard(path: PathLike) -> list[Example]:
             raise DatasetError(f"{where}: expected 'instr-resp' to be a list of objects")
         image = _vlguard_image(image_roots, item["image"], where)
         if item["safe"]:
-            if not any(key in p for p in pairs for key in ("safe_instruction", "unsafe_instruction")):
-                raise DatasetError(f"{where}: a safe image needs 'safe_instruction' or 'unsafe_instruction' in 'instr-resp'")
-            for key, label, category, carrier in (("safe_instruction", 0, None, None),
-                                                  ("unsafe_instruction", 1, "safe_unsafes", "text")):
-                prompt = next((p[key] for p in pairs if isinstance(p.get(key), str) and p[key].strip()), None)
-                if prompt is not None:
-                    rows.append(Example(prompt.strip(), label, image, category, number, None, carrier))
+            for key, prompt in _vlguard_instructions(pairs, ("safe_instruction", "unsafe_instruction"), where):
+                label, category, carrier = (0, None, None) if key == "safe_instruction" else (1, "safe_unsafes", "text")
+                rows.append(Example(prompt, label, image, category, number, None, carrier))
         else:
-            prompt = next((p["instruction"] for p in pairs if isinstance(p.get("instruction"), str)), None)
-            if prompt is None or not prompt.strip():
-                raise DatasetError(f"{where}: an unsafe image needs an 'instruction' in 'instr-resp'")
             category = item.get("harmful_category")
-            rows.append(Example(prompt.strip(), 1, image, category if isinstance(category, str) and category else "unsafes",
-                                number, None, "image"))
+            category = category if isinstance(category, str) and category else "unsafes"
+            for _, prompt in _vlguard_instructions(pairs, ("instruction",), where):
+                rows.append(Example(prompt, 1, image, category, number, None, "image"))
     return rows
+
+
+def _vlguard_instructions(pairs: list[dict[str, Any]], keys: tuple[str, ...], where: str) -> list[tuple[str, str]]:
+    """``(key, instruction)`` for every pair of an entry's ``instr-resp``, in order. Each pair must
+    hold one of ``keys`` as a non-empty string: a pair skipped instead would drop a row (a harmful
+    one is a fail-open in an eval)."""
+    found = []
+    for index, pair in enumerate(pairs):
+        present = [k for k in keys if k in pair]
+        if len(present) != 1:
+            raise DatasetError(f"{where}: instr-resp[{index}]: expected one of {list(keys)}, got keys {sorted(pair)}")
+        value = pair[present[0]]
+        if not isinstance(value, str) or not value.strip():
+            raise DatasetError(f"{where}: instr-resp[{index}]: expected {present[0]!r} to be a non-empty string, "
+                               f"got {value!r}")
+        found.append((present[0], value.strip()))
+    if not found:
+        raise DatasetError(f"{where}: expected 'instr-resp' to hold at least one of {list(keys)}")
+    return found
 
 
 def _vlguard_image(roots: tuple[Path, ...], relative: str, where: str) -> Path:

@@ -203,3 +203,141 @@ def test_read_sources_concatenates_and_keeps_each_rows_source(tmp_path):
         sources_from_flags([str(benign)] * 3, ["jsonl", "jsonl"])
     with pytest.raises(ValueError, match="--data: .*missing.jsonl not found"):
         sources_from_flags([str(tmp_path / "missing.jsonl")], None)
+
+
+# --- malformed copies: a DatasetError (a ValueError) naming the file and what was expected; never a
+# KeyError/IndexError/csv.Error traceback, and never a silently dropped row (a dropped harmful row
+# would let an eval pass what it never asked).
+
+
+def _mmsb_questions(root: Path) -> Path:
+    return root / "data" / "processed_questions"
+
+
+def _break_mmsb_questions_folder_is_a_file(root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(_mmsb_questions(root))
+    _mmsb_questions(root).write_text("not a folder")
+
+
+def _break_mmsb_duplicate_question_id(root: Path) -> None:
+    # json.loads keeps the last of two equal keys: question 0's first entry would vanish.
+    (_mmsb_questions(root) / "02-HateSpeech.json").write_text(
+        '{"0": {"Rephrased Question": "first"}, "0": {"Rephrased Question": "second"}}')
+
+
+def _break_mmsb_not_utf8(root: Path) -> None:
+    (_mmsb_questions(root) / "02-HateSpeech.json").write_bytes(b'{"0": {"Rephrased Question": "caf\xe9"}}')
+
+
+def _break_mmsb_scenario_is_a_folder(root: Path) -> None:
+    (_mmsb_questions(root) / "03-Malware.json").mkdir()
+
+
+def _break_mmsb_empty_scenario(root: Path) -> None:
+    (_mmsb_questions(root) / "02-HateSpeech.json").write_text("{}")
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (_break_mmsb_questions_folder_is_a_file, r"processed_questions: expected a folder of <scenario>.json files"),
+    (_break_mmsb_duplicate_question_id, r"02-HateSpeech.json: duplicate key '0'"),
+    (_break_mmsb_not_utf8, r"02-HateSpeech.json: not UTF-8 text \(byte 33"),
+    (_break_mmsb_scenario_is_a_folder, r"03-Malware.json: a folder, expected a JSON file"),
+    (_break_mmsb_empty_scenario, r"02-HateSpeech.json: no questions \(expected an object of question id"),
+])
+def test_malformed_mm_safetybench_copies_are_refused(tmp_path, damage, needle):
+    root = mm_safetybench(tmp_path / "mmsb")
+    damage(root)
+    with pytest.raises(DatasetError, match=needle):
+        read_dataset(root, "mm-safetybench")
+
+
+def _figstep_csv(root: Path) -> Path:
+    return root / "data" / "question" / "safebench.csv"
+
+
+def _rewrite_csv(root: Path, edit) -> None:
+    path = _figstep_csv(root)
+    path.write_text(edit(path.read_text()))
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda root: (_figstep_csv(root).unlink(), _figstep_csv(root).mkdir()),
+     r"safebench.csv: a folder, expected a SafeBench CSV"),
+    # an unbalanced quote: a lenient reader runs the field to the end of the file, swallowing row 3
+    (lambda root: _rewrite_csv(root, lambda t: t.replace("Illegal Activity", '"Illegal Activity')),
+     r"safebench.csv:3: not a CSV row \(unexpected end of data"),
+    (lambda root: _rewrite_csv(root, lambda t: t + "ForbidQI,5\n"),
+     r"safebench.csv:4: expected a value in column 'task_id'"),
+    (lambda root: _rewrite_csv(root, lambda t: t.replace("Illegal Activity", "Illegal, Activity")),
+     r"safebench.csv:2: 7 fields, more than the 6 columns of the header"),
+])
+def test_malformed_figstep_copies_are_refused(tmp_path, damage, needle):
+    root = figstep(tmp_path / "fs")
+    damage(root)
+    with pytest.raises(DatasetError, match=needle):
+        read_dataset(root, "figstep")
+
+
+def test_figstep_reads_a_csv_saved_with_a_byte_order_mark(tmp_path):
+    root = figstep(tmp_path / "fs")
+    _figstep_csv(root).write_bytes(b"\xef\xbb\xbf" + _figstep_csv(root).read_bytes())  # Excel's "CSV UTF-8"
+    assert len(read_dataset(root, "figstep")) == 2
+
+
+def _vlguard_entries(root: Path, entries: list) -> None:
+    (root / "test.json").write_text(json.dumps(entries))
+
+
+_SAFE = {"image": "bad_ads/a.png", "safe": True}
+_UNSAFE = {"image": "bad_ads/b.png", "safe": False, "harmful_category": "deception"}
+
+
+@pytest.mark.parametrize("entries,needle", [
+    # an empty safe instruction beside a usable unsafe one: the benign row would vanish
+    ([{**_SAFE, "instr-resp": [{"safe_instruction": ""}, {"unsafe_instruction": "Find where she lives."}]}],
+     r"entry 1: instr-resp\[0\]: expected 'safe_instruction' to be a non-empty string"),
+    # a non-string unsafe instruction: the harmful row would vanish (a fail-open in an eval)
+    ([{**_SAFE, "instr-resp": [{"safe_instruction": "What is sold?"}, {"unsafe_instruction": 7}]}],
+     r"entry 1: instr-resp\[1\]: expected 'unsafe_instruction' to be a non-empty string"),
+    ([{**_UNSAFE, "instr-resp": [{"instruction": "Write a hoax."}, {"response": "no instruction here"}]}],
+     r"entry 1: instr-resp\[1\]: expected one of \['instruction'\]"),
+    ([{**_SAFE, "instr-resp": [{"instruction": "Describe it."}]}],
+     r"entry 1: instr-resp\[0\]: expected one of \['safe_instruction', 'unsafe_instruction'\]"),
+])
+def test_malformed_vlguard_entries_are_refused(tmp_path, entries, needle):
+    root = vlguard(tmp_path / "vg")
+    _vlguard_entries(root, entries)
+    with pytest.raises(DatasetError, match=needle):
+        read_dataset(root, "vlguard")
+
+
+def test_vlguard_reads_every_instruction_of_an_entry(tmp_path):
+    root = vlguard(tmp_path / "vg")
+    _vlguard_entries(root, [
+        {**_SAFE, "instr-resp": [{"safe_instruction": "What is sold?"}, {"unsafe_instruction": "Find her."},
+                                 {"unsafe_instruction": "Dox her."}]},
+        {**_UNSAFE, "instr-resp": [{"instruction": "Write a hoax."}, {"instruction": "Spread it."}]},
+    ])
+    rows = read_dataset(root, "vlguard")
+    assert [(r.prompt, r.label) for r in rows] == [("What is sold?", 0), ("Find her.", 1), ("Dox her.", 1),
+                                                    ("Write a hoax.", 1), ("Spread it.", 1)]
+
+
+def test_vlguard_json_not_utf8_names_the_file(tmp_path):
+    root = vlguard(tmp_path / "vg")
+    (root / "test.json").write_bytes(b'[{"image": "caf\xe9.png"}]')
+    with pytest.raises(DatasetError, match=r"test.json: not UTF-8 text \(byte 15"):
+        read_dataset(root, "vlguard")
+
+
+def test_a_malformed_copy_is_one_line_and_exit_2_in_the_cli(tmp_path, capsys):
+    from tests.sasa._locate_eval_data import one_error_line, run_main
+
+    root = figstep(tmp_path / "fs")
+    _rewrite_csv(root, lambda t: t + "ForbidQI,5\n")
+    code, _, err = run_main(["eval", "--model", str(tmp_path / "no-model-needed"), "--probe", str(tmp_path / "p"),
+                             "--data", str(root), "--format", "figstep", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    one_error_line(err, "safebench.csv:4: expected a value in column 'task_id'")
