@@ -38,6 +38,7 @@ _EXPORTS = {
     "SUPPORTED_MODEL_TYPES": "families",
     "model_fingerprint": "_fingerprint",
     "FingerprintError": "_fingerprint",
+    "GuardBypassError": "_entry_check",
     "SASAGenerateOutput": "guard",
     "SASAGuard": "guard",
     "apply_sasa": "guard",
@@ -78,6 +79,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from ._entry_check import GuardBypassError
     from ._fingerprint import FingerprintError, model_fingerprint
     from ._prompt_format import PromptFormat
     from .auto import AutoSASAModelForCausalLM, AutoSASAModelForImageTextToText, get_guard

@@ -50,8 +50,9 @@ class SASAGenerateOutput:
     Attributes:
         sequences: ``[B, T + N]`` prompt and new tokens, like ``model.generate``. Flagged rows hold
             the tokenized refusal text after the prompt (padding when no tokenizer was given),
-            then padding. If the refusal is longer than the generated part, every row is extended
-            with padding; a passed row is otherwise exactly ``model.generate``'s row.
+            then padding. The refusal is cut to the call's new-token budget (``max_new_tokens``);
+            if it is longer than the generated part, every row is extended with padding up to that
+            budget at most; a passed row is otherwise exactly ``model.generate``'s row.
         flagged: bool ``[B]``.
         scores: float32 ``[B, C]`` probabilities, one column per probe (:attr:`SASAGuard.categories`);
             NaN where scoring failed.
@@ -68,6 +69,8 @@ class SASAGenerateOutput:
 
 
 _SUPPORTED_MODES = ("greedy_search", "sample")
+# generate's new-token budget when neither max_new_tokens nor max_length is set anywhere.
+_DEFAULT_NEW_TOKENS = 20
 # A caller's cache means the first forward would not be the prompt's full prefill.
 _CACHE_ARGS = ("past_key_values", "cache")
 # generate() arguments that switch to a decoding loop whose first forward is not one full prefill.
@@ -116,6 +119,11 @@ def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str
             f"num_return_sequences: sasa's guarded generate supports 1 only, got {config.num_return_sequences} "
             "(after merging generation_config=, the model's generation_config and the arguments)"
         )
+    if getattr(config, "cache_implementation", None) == "paged":
+        raise ValueError(
+            "cache_implementation: 'paged' switches generate to continuous batching; call model.generate_batch(...) "
+            "or model.init_continuous_batching() instead (guarded: each request is scored on its own prefill)"
+        )
     if getattr(config, "prefill_chunk_size", None) is not None:
         raise ValueError("prefill_chunk_size: chunked prefill is not supported by sasa's guarded generate")
     if scope == "last":
@@ -130,6 +138,17 @@ def check_generate_settings(model: nn.Module, kwargs: dict[str, Any], scope: str
     if kwargs.get("streamer") is not None and batch != 1:
         raise ValueError(f"streamer: streaming supports a batch of one prompt, got {batch} (as transformers' streamers do)")
     return config
+
+
+def new_token_budget(config: compat.GenerationConfig, prompt_length: int, from_input_ids: bool) -> int:
+    """The most new tokens ``generate`` makes per row under ``config`` (resolved as ``generate`` does):
+    ``max_new_tokens``; else what ``max_length`` leaves after the prompt (with ``inputs_embeds`` only,
+    ``max_length`` counts new tokens); else transformers' default of 20 new tokens."""
+    if config.max_new_tokens is not None:
+        return max(int(config.max_new_tokens), 0)
+    if config.max_length is not None:
+        return max(int(config.max_length) - (prompt_length if from_input_ids else 0), 0)
+    return _DEFAULT_NEW_TOKENS
 
 
 class PrefillHook(GuardPart):
@@ -200,10 +219,12 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
         guard._check_active()
         probe = guard._require_probe()
         batch, length, last_pos = guard._check_call_inputs(kwargs)
-        check_generate_settings(guard.model, kwargs, guard.config.scope, batch)
+        settings = check_generate_settings(guard.model, kwargs, guard.config.scope, batch)
     except BaseException:
         end_stream_on_error(kwargs)
         raise
+    # A refusal is an answer like any other: it never takes more new tokens than generate may.
+    refusal = guard._refusal_ids[: new_token_budget(settings, length, "input_ids" in kwargs)]
     decision = PrefillDecision(batch, len(probe.bias), last_pos.device, length)
     recorder, ride = guard._recorder(last_pos)
 
@@ -228,10 +249,10 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
 
     criteria = compat.StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
     criteria.append(StopFlagged(decision))
-    hold_streamer(kwargs, decision, guard._refusal_ids)
+    hold_streamer(kwargs, decision, refusal)
     token = guard._prefill.activate(after_prefill)
     try:
-        with torch.no_grad(), guard._hooks.recording(recorder):
+        with torch.no_grad(), guard._hooks.recording(recorder), guard._entry.allowed():
             out = guard._generate_patch.original(**kwargs, stopping_criteria=criteria)
     except BaseException:
         end_stream_on_error(kwargs)
@@ -245,7 +266,7 @@ def guarded_generate(guard: Any, kwargs: dict[str, Any]) -> tuple[Any, PrefillDe
     prompt_width = length if "input_ids" in kwargs else 0
     pad = guard._pad_id if guard._pad_id is not None else (guard._eos_id if guard._eos_id is not None else 0)
     flagged = decision.flagged.to(sequences.device)
-    guarded = write_refusals(sequences, flagged, prompt_width, guard._refusal_ids, pad)
+    guarded = write_refusals(sequences, flagged, prompt_width, refusal, pad)
     if not isinstance(out, Tensor):
         blank_step_outputs(out, flagged)
     return out, decision, guarded

@@ -37,7 +37,8 @@ def tokenize_refusal(tokenizer: Any, text: str) -> list[int]:
 def write_refusals(sequences: Tensor, flagged: Tensor, prompt_width: int, refusal: list[int], pad: int) -> Tensor:
     """``sequences`` with each flagged row's answer replaced by ``refusal`` then ``pad``.
 
-    If the refusal is longer than the generated part, every row is extended with ``pad``.
+    If the refusal is longer than the generated part, every row is extended with ``pad`` (the caller
+    cuts ``refusal`` to the new-token budget, so the width never exceeds what ``generate`` may make).
     """
     if not bool(flagged.any()):
         return sequences

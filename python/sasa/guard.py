@@ -4,7 +4,10 @@ The guard never replaces a forward. It attaches itself to the instance and insta
 lifetime, hooks on the decoder blocks and the model (:mod:`sasa._capture`, :mod:`sasa._generate`)
 that stay inert except inside the guard's own calls, a fused-norm slot on one norm
 (:class:`sasa._augment.FusedNormSlot`), and a guarded ``generate`` on the instance, so that
-``model.generate`` and everything built on it (``pipeline``, serving code) is guarded.
+``model.generate`` and everything built on it (``pipeline``, serving code) is guarded; a guarded
+``init_continuous_batching`` (:mod:`sasa._batching`: ``generate_batch`` and serving's continuous
+batching); a check that refuses generation started around the instance, through its class
+(:mod:`sasa._entry_check`); and a refusal to be pickled (:mod:`sasa._no_pickle`).
 :meth:`SASAGuard.remove` undoes all of it exactly.
 
 Thread safety: every public call may run concurrently with others on the same guard or model;
@@ -21,11 +24,14 @@ from torch import Tensor, nn
 
 from . import _compat as compat
 from ._augment import AugmentedPass
+from ._batching import BatchingPatch
 from ._capture import BlockHooks, GuardPart, NormalPass, Recorder, check_observed
 from ._compiled_pass import CompiledBlocks
+from ._entry_check import EntryCheck
 from ._generate import PrefillHook, SASAGenerateOutput, guarded_generate
 from ._generate_patch import GeneratePatch
 from ._inputs import check_inputs, embedding_dtype, input_vocab_size, last_positions, tensor_inputs
+from ._no_pickle import NoPickle
 from ._probe_tensors import ProbeTensors
 from ._prompt_format import PromptFormat
 from ._readout import Readout
@@ -74,7 +80,12 @@ class SASAGuard:
         self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1, notify_from=f if self._ride else None)
         self._prefill = PrefillHook(model)
         self._augment.install()
+        # Generation that goes around the instance (through the class) is refused (sasa._entry_check);
+        # model.generate and model.init_continuous_batching are the guarded ways in.
+        self._entry = EntryCheck(model)
         self._generate_patch = GeneratePatch(model, lambda kwargs: guarded_generate(self, kwargs))
+        self._batching = BatchingPatch(self, self._entry)
+        self._no_pickle = NoPickle(model)
         # Tensor parallel: one all-reduce per scored batch, so every rank decides on the same scores
         # (a no-op otherwise; see sasa.distributed._tp).
         self._agree = ScoreAgreement.for_model(model)
@@ -145,7 +156,10 @@ class SASAGuard:
         self._hooks.remove()
         self._prefill.remove()
         self._augment.remove()
+        self._no_pickle.remove()
+        self._batching.remove()
         self._generate_patch.remove()
+        self._entry.remove()
         if self.model.__dict__.get(_GUARD_ATTR) is self:
             del self.model.__dict__[_GUARD_ATTR]
 

@@ -259,7 +259,7 @@ def test_flagged_rows_get_the_tokenized_refusal(t):
     tok = _word_tokenizer()
     guard = apply_sasa(t.model, SASAConfig(1, 2), probe=(torch.zeros(_tiny.VOCAB), torch.tensor(100.0)), tokenizer=tok)
     try:
-        out = guard.generate(**t.left, max_new_tokens=2)
+        out = guard.generate(**t.left, max_new_tokens=16)
     finally:
         guard.remove()
     assert out.flagged.all()
