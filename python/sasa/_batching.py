@@ -43,6 +43,16 @@ _ADD = "add_request"
 _CACHED = "_cached_continuous_batching_manager"
 
 
+def prompt_tokens(input_ids: Any) -> list[int]:
+    """A request's prompt as a flat list of ints: a list, a 1-D tensor, or one row of a 2-D one."""
+    values = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
+    if values and isinstance(values[0], list):
+        if len(values) != 1:
+            raise ValueError(f"input_ids: a continuous-batching request is one prompt, got {len(values)} rows")
+        values = values[0]
+    return [int(value) for value in values]
+
+
 class BatchingPatch(GuardPart):
     """The guarded ``model.init_continuous_batching`` and the guarded managers it hands out."""
 
@@ -96,7 +106,7 @@ class BatchingPatch(GuardPart):
         @functools.wraps(original)
         def add_request(*args: Any, **kwargs: Any) -> Optional[str]:
             bound = signature.bind(*args, **kwargs)
-            prompt = [int(token) for token in bound.arguments["input_ids"]]
+            prompt = prompt_tokens(bound.arguments["input_ids"])
             if not self.flags(prompt):
                 return original(*args, **kwargs)
             request_id = bound.arguments.get("request_id") or compat.next_batching_request_id(manager)

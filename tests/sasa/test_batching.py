@@ -210,3 +210,11 @@ def test_the_organism_under_continuous_batching():
     for index, is_flagged in enumerate(flagged):
         key = f"req_{index}"
         assert out[key].generated_tokens == (refusal if is_flagged else plain[key].generated_tokens), rows[index].prompt
+
+
+def test_prompt_tokens_accepts_lists_and_one_row_tensors():
+    from sasa._batching import prompt_tokens
+
+    assert prompt_tokens([3, 4]) == prompt_tokens(torch.tensor([3, 4])) == prompt_tokens(torch.tensor([[3, 4]])) == [3, 4]
+    with pytest.raises(ValueError, match="input_ids: .*one prompt, got 2 rows"):
+        prompt_tokens(torch.tensor([[3, 4], [5, 6]]))
