@@ -35,6 +35,13 @@ WEIGHTS_FILE = "probe.safetensors"
 CONFIG_FILE = "sasa_config.json"
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)  # 1: before prompt formats and version-2 fingerprints
+#: Size limits checked before a probe file is read whole: far above any real probe (a [C, F]
+#: float32 weight with F the vocabulary, 262k, and C = 16 categories is 17 MB; its safetensors
+#: header a few hundred bytes; its config a few kB), far below what would exhaust memory.
+MAX_WEIGHTS_BYTES = 1 << 30
+MAX_HEADER_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 16 << 20
+_TENSORS = ("weight", "bias", "threshold")
 
 
 def check_save_target(directory: Path) -> None:
@@ -97,6 +104,7 @@ def load(cls: Any, directory: Path, model: Optional[torch.nn.Module], *, require
     for path in (weights_path, config_path):
         if not path.is_file():
             raise FileNotFoundError(f"probe: {path} not found (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
+    _check_sizes(weights_path, config_path)
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -114,9 +122,10 @@ def load(cls: Any, directory: Path, model: Optional[torch.nn.Module], *, require
         tensors = load_bytes(raw)
     except (SafetensorError, ValueError) as err:
         raise ValueError(f"probe: {weights_path} is corrupted ({err})") from err
-    missing = {"weight", "bias", "threshold"} - set(tensors)
+    missing = set(_TENSORS) - set(tensors)
     if missing:
         raise ValueError(f"probe: {weights_path} lacks tensor(s) {sorted(missing)}")
+    _check_tensors_finite(weights_path, tensors)
     where = f"probe: {config_path}"
     metrics = meta.get("metrics")
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
@@ -156,6 +165,37 @@ def load(cls: Any, directory: Path, model: Optional[torch.nn.Module], *, require
         else:
             check_fingerprint(probe.fingerprint, model)
     return probe
+
+
+def _check_sizes(weights_path: Path, config_path: Path) -> None:
+    """Refuse files no probe could have, before either is read whole: a weights file or config over
+    its limit, and a safetensors header (its length is the first 8 bytes, little-endian) that
+    claims more than :data:`MAX_HEADER_BYTES` or more than the file holds."""
+    for path, limit in ((weights_path, MAX_WEIGHTS_BYTES), (config_path, MAX_CONFIG_BYTES)):
+        size = path.stat().st_size
+        if size > limit:
+            raise ValueError(f"probe: {path} is {size} bytes, over the {limit} a probe file may have")
+    size = weights_path.stat().st_size
+    with weights_path.open("rb") as handle:
+        prefix = handle.read(8)
+    if len(prefix) < 8:
+        raise ValueError(f"probe: {weights_path} is {size} bytes, too short for a safetensors file")
+    header = int.from_bytes(prefix, "little")
+    if header > MAX_HEADER_BYTES or 8 + header > size:
+        raise ValueError(f"probe: {weights_path}: its safetensors header claims {header} bytes (the file has {size}; "
+                         f"a probe's header is at most {MAX_HEADER_BYTES}); the file is corrupted or not a probe")
+
+
+def _check_tensors_finite(weights_path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A NaN or infinite weight, bias or threshold makes a probe that cannot fire (or always
+    fires): refused here naming the file, before the probe is built."""
+    for name in _TENSORS:
+        values = tensors[name]
+        if values.is_floating_point():
+            bad = int((~torch.isfinite(values)).sum())
+            if bad:
+                raise ValueError(f"probe: {weights_path}: tensor {name!r} holds {bad} NaN or infinite value(s); "
+                                 "a probe must be finite")
 
 
 def _json_metrics(metrics: ProbeMetrics) -> dict[str, Any]:

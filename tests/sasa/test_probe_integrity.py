@@ -255,3 +255,61 @@ def test_calibrated_probes_carry_everything_needed(tmp_path):
     assert probe.prompt_format.kind == "chat_template" and probe.prompt_format.generation_suffix
     loaded = SASAProbe.load(probe.save(tmp_path / "p"), model=model)
     assert loaded.prompt_format == probe.prompt_format and loaded.fingerprint == probe.fingerprint
+
+
+# --- hostile probe files: refused naming the file, before anything large is read ----------------
+
+
+def _rechecksum(directory):
+    """Make the directory's checksum match its files again (as an attacker or a buggy tool would),
+    so a test reaches the check after the checksum, not the checksum itself."""
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    meta.pop("sha256")
+    meta["sha256"] = _probe_io._checksum((directory / WEIGHTS_FILE).read_bytes(), meta)
+    (directory / CONFIG_FILE).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("name, value", [("weight", float("nan")), ("bias", float("inf")), ("threshold", float("nan"))])
+def test_load_refuses_non_finite_tensors_naming_the_weights_file(tmp_path, name, value):
+    tensors = {"weight": torch.zeros(1, F), "bias": torch.zeros(1), "threshold": torch.tensor([0.5])}
+    tensors[name] = torch.full_like(tensors[name], value)
+    directory = _write_raw_probe(tmp_path / "p", tensors=tensors)  # with a valid checksum
+    with pytest.raises(ValueError, match=rf"probe: .*p/{WEIGHTS_FILE}: tensor '{name}' holds \d+ NaN or infinite"):
+        SASAProbe.load(directory)
+
+
+def test_load_refuses_a_huge_safetensors_header_before_reading_the_file(tmp_path):
+    import tracemalloc
+
+    directory = _write_raw_probe(tmp_path / "p")
+    claimed = 100_000_000
+    with (directory / WEIGHTS_FILE).open("wb") as handle:  # a sparse file: 100 MB long, no disk used
+        handle.write(claimed.to_bytes(8, "little"))
+        handle.truncate(8 + claimed + 16)
+    _rechecksum(directory)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE}: its safetensors header claims {claimed} bytes"):
+            SASAProbe.load(directory)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"{peak} bytes allocated to refuse it"
+
+
+def test_load_refuses_a_header_longer_than_the_file(tmp_path):
+    directory = _write_raw_probe(tmp_path / "p")
+    raw = (directory / WEIGHTS_FILE).read_bytes()
+    (directory / WEIGHTS_FILE).write_bytes((len(raw) + 100).to_bytes(8, "little") + raw[8:])
+    _rechecksum(directory)
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE}: its safetensors header claims {len(raw) + 100} bytes "
+                                         rf"\(the file has {len(raw)};"):
+        SASAProbe.load(directory)
+
+
+def test_load_refuses_a_weights_file_over_the_size_limit(tmp_path, monkeypatch):
+    directory = _write_raw_probe(tmp_path / "p")
+    size = (directory / WEIGHTS_FILE).stat().st_size
+    monkeypatch.setattr(_probe_io, "MAX_WEIGHTS_BYTES", size - 1)
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE} is {size} bytes, over the {size - 1} a probe file may have"):
+        SASAProbe.load(directory)
