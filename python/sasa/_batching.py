@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import _compat as compat
-from ._capture import GuardPart
+from ._capture import GuardPart, InstanceAttribute
 from ._entry_check import EntryCheck
 from ._generate import decide
 from ._resolve import model_device
@@ -59,13 +59,11 @@ class BatchingPatch(GuardPart):
     def __init__(self, guard: Any, entry: EntryCheck):
         model: nn.Module = guard.model
         self.guard, self.entry, self.model = guard, entry, model
-        self._had_attr = _ATTR in model.__dict__
-        self._previous = model.__dict__.get(_ATTR)
-        self._original = getattr(model, _ATTR, None)
         self._managers: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        if self._original is None:  # transformers without continuous batching: nothing to guard
+        self._patch: Optional[InstanceAttribute] = None
+        original = getattr(model, _ATTR, None)
+        if original is None:  # transformers without continuous batching: nothing to guard
             return
-        original = self._original
 
         @functools.wraps(original)
         def init_continuous_batching(*args: Any, **kwargs: Any) -> Any:
@@ -76,7 +74,7 @@ class BatchingPatch(GuardPart):
             self.guard_manager(manager)
             return manager
 
-        model.__dict__[_ATTR] = init_continuous_batching
+        self._patch = InstanceAttribute(model, _ATTR, init_continuous_batching)
         # A manager the model kept from before the guard (persistent_manager=True) is reused by
         # init_continuous_batching: it must be guarded too.
         cached = getattr(model, _CACHED, None)
@@ -138,9 +136,5 @@ class BatchingPatch(GuardPart):
         for manager in list(self._managers):
             manager.__dict__.pop(_ADD, None)
         self._managers = weakref.WeakSet()
-        if self._original is None:
-            return
-        if self._had_attr:
-            self.model.__dict__[_ATTR] = self._previous
-        else:
-            self.model.__dict__.pop(_ATTR, None)
+        if self._patch is not None:
+            self._patch.remove()

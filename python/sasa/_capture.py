@@ -42,6 +42,24 @@ class GuardPart:
         )
 
 
+class InstanceAttribute(GuardPart):
+    """``obj.__dict__[name] = value`` on one instance, and :meth:`remove` restores exactly what was
+    there (an instance attribute someone else had set, or nothing). Writing the instance's
+    ``__dict__`` bypasses ``nn.Module.__setattr__`` and always shadows the class's attribute."""
+
+    def __init__(self, obj: Any, name: str, value: Any):
+        self.obj, self.name = obj, name
+        self._had_attr = name in obj.__dict__
+        self._previous = obj.__dict__.get(name)
+        obj.__dict__[name] = value
+
+    def remove(self) -> None:
+        if self._had_attr:
+            self.obj.__dict__[self.name] = self._previous
+        else:
+            self.obj.__dict__.pop(self.name, None)
+
+
 @dataclass
 class NormalPass:
     """What one normal forward pass left behind (see the module docstring)."""

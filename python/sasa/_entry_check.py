@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from torch import nn
 
-from ._capture import GuardPart
+from ._capture import GuardPart, InstanceAttribute
 
 _ATTR = "_get_logits_processor"
 
@@ -41,23 +41,21 @@ class EntryCheck(GuardPart):
     """The instance-level ``_get_logits_processor`` that only the guard's own entries may pass."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        self._had_attr = _ATTR in model.__dict__
-        self._previous = model.__dict__.get(_ATTR)
-        self._original = getattr(model, _ATTR, None)
         # A context variable, not a flag: each thread (and each asyncio task) has its own, so a guarded
         # generate in one thread does not open the door for an unguarded one in another.
         self._inside: contextvars.ContextVar[bool] = contextvars.ContextVar("sasa_guarded_entry", default=False)
-        if self._original is None:  # not a generation model: nothing to close
+        self._patch: Optional[InstanceAttribute] = None
+        original = getattr(model, _ATTR, None)
+        if original is None:  # not a generation model: nothing to close
             return
-        original, inside = self._original, self._inside
+        inside = self._inside
 
         def _get_logits_processor(*args: Any, **kwargs: Any) -> Any:
             if not inside.get():
                 raise GuardBypassError(BYPASS_MESSAGE)
             return original(*args, **kwargs)
 
-        model.__dict__[_ATTR] = _get_logits_processor
+        self._patch = InstanceAttribute(model, _ATTR, _get_logits_processor)
 
     @contextlib.contextmanager
     def allowed(self) -> Iterator[None]:
@@ -69,9 +67,5 @@ class EntryCheck(GuardPart):
             self._inside.reset(token)
 
     def remove(self) -> None:
-        if self._original is None:
-            return
-        if self._had_attr:
-            self.model.__dict__[_ATTR] = self._previous
-        else:
-            self.model.__dict__.pop(_ATTR, None)
+        if self._patch is not None:
+            self._patch.remove()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from ._capture import GuardPart
+from ._capture import GuardPart, InstanceAttribute
 
 
 class GeneratePatch(GuardPart):
@@ -22,8 +22,6 @@ class GeneratePatch(GuardPart):
 
     def __init__(self, model: nn.Module, run: Callable[[dict[str, Any]], tuple[Any, Any, Tensor]]):
         self.model = model
-        self._had_attr = "generate" in model.__dict__
-        self._previous = model.__dict__.get("generate")
         #: The generate the guard calls: whatever ``model.generate`` was before the patch.
         self.original = model.generate
         names = parameter_names(self.original)
@@ -47,13 +45,10 @@ class GeneratePatch(GuardPart):
             out.sequences = sequences
             return out
 
-        model.generate = generate
+        self._patch = InstanceAttribute(model, "generate", generate)
 
     def remove(self) -> None:
-        if self._had_attr:
-            self.model.generate = self._previous
-        else:
-            self.model.__dict__.pop("generate", None)
+        self._patch.remove()
 
 
 def parameter_names(generate: Any) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from torch import nn
 
-from ._capture import GuardPart
+from ._capture import InstanceAttribute
 
 _ATTR = "__getstate__"
 
@@ -28,17 +28,8 @@ def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
     raise TypeError(MESSAGE)
 
 
-class NoPickle(GuardPart):
+class NoPickle(InstanceAttribute):
     """Installs the refusing ``__getstate__`` on the instance; :meth:`remove` restores what was there."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        self._had_attr = _ATTR in model.__dict__
-        self._previous = model.__dict__.get(_ATTR)
-        model.__dict__[_ATTR] = _refuse
-
-    def remove(self) -> None:
-        if self._had_attr:
-            self.model.__dict__[_ATTR] = self._previous
-        else:
-            self.model.__dict__.pop(_ATTR, None)
+        super().__init__(model, _ATTR, _refuse)
