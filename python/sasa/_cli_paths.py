@@ -2,7 +2,7 @@
 
 :func:`check_output_paths` runs in :func:`sasa.cli.main` before every command, so each command
 (the built-in ones and those of ``sasa.cli.COMMAND_MODULES``) gets the same check from the flags it
-was parsed with: an output (``--out``, ``--doc``) may not be an input file or directory (``--model``,
+was parsed with: an output (``--out``, ``--doc``, ``--offload-folder``) may not be an input file or directory (``--model``,
 ``--probe``, ``--data``, ``--image``, ``--refusal-phrases``), nor lie inside an input directory; and
 an input may not lie inside an output directory where the command writes. Paths are compared after
 resolving symlinks, so a link cannot smuggle an input in under another name.
@@ -23,7 +23,7 @@ from ._cli_error import CLIError
 #: Flags whose paths a command reads (a flag given several times, like ``--data``, is a list).
 INPUT_FLAGS: tuple[str, ...] = ("model", "probe", "data", "image", "refusal_phrases")
 #: Flags whose paths a command writes.
-OUTPUT_FLAGS: tuple[str, ...] = ("out", "doc")
+OUTPUT_FLAGS: tuple[str, ...] = ("out", "doc", "offload_folder")
 #: The ``argparse`` default that names what a command writes inside its ``--out`` directory.
 WRITES_ATTR = "out_writes"
 
@@ -36,11 +36,17 @@ def check_output_paths(args: argparse.Namespace) -> None:
     for out_flag, out_given in _paths(args, OUTPUT_FLAGS):
         out = Path(out_given).resolve()
         for in_flag, in_given in inputs:
-            kind = collision(out, Path(in_given).resolve(), writes if out_flag == "--out" else ())
+            kind = collision(out, Path(in_given).resolve(), _entries_written(out_flag, writes))
             if kind is not None:
                 where = _WHERE[kind].format(flag=in_flag, path=in_given)
                 raise CLIError(f"{out_flag}: {out_given} {where}; writing there would overwrite what the command "
                                "reads (choose another output path)")
+
+
+def _entries_written(flag: str, out_writes: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
+    """What ``flag``'s path gets inside it: the command's ``out_writes`` for ``--out``, nothing for a
+    file (``--doc``), anything for ``--offload-folder`` (accelerate names its files after the weights)."""
+    return {"--out": out_writes, "--doc": ()}.get(flag)
 
 
 _WHERE = {

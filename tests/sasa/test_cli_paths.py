@@ -114,6 +114,14 @@ def test_every_command_that_writes_checks_its_outputs(inputs, capsys, command):
     assert digest(model) == before
 
 
+def test_an_offload_folder_inside_the_model_directory_is_refused(inputs, capsys):
+    root, model, probe, data = inputs
+    code, _, err = run_main(["score", "--model", str(model), "--probe", str(probe), "--data", str(data),
+                             "--device-map", "auto", "--offload-folder", str(model), "--quiet"], capsys)
+    assert code == 2
+    one_error_line(err, f"--offload-folder: {model} is the --model input {model}")
+
+
 def test_collision_rules(tmp_path):
     out = tmp_path / "run"
     (out / "sub").mkdir(parents=True)

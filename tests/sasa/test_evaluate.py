@@ -265,6 +265,30 @@ def test_ctrl_c_while_generating_is_one_line_exit_130_and_writes_nothing(planted
     assert not (tmp_path / "out").exists()
 
 
+def test_a_real_sigint_while_generating_is_one_line_exit_130_and_writes_nothing(planted, tmp_path):
+    import subprocess
+    import sys
+
+    root, _, _, _ = planted
+    out = tmp_path / "out"
+    # The process signals itself once the rows are read and the model loaded (what a user's Ctrl-C
+    # during generation does), through Python's own SIGINT handler.
+    script = ("import os, signal, sys\n"
+              "import sasa._eval_run as run\n"
+              "real = run.run_generations\n"
+              "def signalled(*args, **kwargs):\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    return real(*args, **kwargs)\n"
+              "run.run_generations = signalled\n"
+              "from sasa.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-c", script, *_eval_argv(root, out)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip() == "sasa eval: interrupted (Ctrl-C); the run did not finish"
+    assert not out.exists()
+
+
 def test_ctrl_c_while_saving_leaves_no_eval_json(planted, tmp_path, monkeypatch, capsys):
     import sasa._eval_plots
 
