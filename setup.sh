@@ -10,6 +10,8 @@
 #                                tests/conftest.py sets); on a CUDA machine Triton is also the
 #                                first-choice backend. `sasa demo` itself does not need Triton.
 #                                + the `dist` extra (accelerate): the device_map placement tests.
+#                                + the `serve` extra (fastapi, uvicorn, starlette, openai, pydantic,
+#                                rich: transformers serve's server): the `sasa serve` tests.
 #
 #  1. torch: installed only where none is importable. torch==2.13.0 is the CPU build this
 #     project's machines carry on local disk; any other requirement would pull a multi-GB CUDA
@@ -54,8 +56,8 @@ progress() {
         esac
     done
 }
-echo "setup: installing sasa-kernels (editable) with the dev, hf, triton and dist extras; building sasa_kernels._C"
-if ! "$PYTHON" -m pip install -v --no-build-isolation -e ".[dev,hf,triton,dist]" 2>&1 | tee "$log" | progress; then
+echo "setup: installing sasa-kernels (editable) with the dev, hf, triton, dist and serve extras; building sasa_kernels._C"
+if ! "$PYTHON" -m pip install -v --no-build-isolation -e ".[dev,hf,triton,dist,serve]" 2>&1 | tee "$log" | progress; then
     echo "setup: FAILED; the full pip log is $log. Its last lines:" >&2
     tail -n 60 "$log" >&2
     exit 1
