@@ -9,7 +9,9 @@ resolving symlinks, so a link cannot smuggle an input in under another name.
 
 A command says what it writes into its ``--out`` directory with ``set_defaults(out_writes=(names))``
 (the top-level entries it creates there); a command that does not say is taken to write anything
-there, so any input inside its ``--out`` directory is refused (fail closed).
+there, so any input inside its ``--out`` directory is refused (fail closed). A command that reads
+paths no flag names (``sasa demo`` reads the shipped organism) lists them with
+``set_defaults(implicit_inputs=((label, path), ...))``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ INPUT_FLAGS: tuple[str, ...] = ("model", "probe", "data", "image", "refusal_phra
 OUTPUT_FLAGS: tuple[str, ...] = ("out", "doc", "offload_folder")
 #: The ``argparse`` default that names what a command writes inside its ``--out`` directory.
 WRITES_ATTR = "out_writes"
+#: The ``argparse`` default that lists ``(label, path)`` inputs no flag names.
+IMPLICIT_ATTR = "implicit_inputs"
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
     """Raise :class:`CLIError` (one line, naming both flags and paths) when an output would overwrite
     an input; see the module docstring for the rules."""
     inputs = list(_paths(args, INPUT_FLAGS))
+    inputs += [(label, str(path)) for label, path in getattr(args, IMPLICIT_ATTR, None) or ()]
     writes: Optional[Sequence[str]] = getattr(args, WRITES_ATTR, None)
     for out_flag, out_given in _paths(args, OUTPUT_FLAGS):
         out = Path(out_given).resolve()

@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stand-in", action="store_true",
                    help="the seeded random text-only stand-in instead (calibrated on the bundled prompts; shows "
                         "the plumbing, not the method)")
-    p.set_defaults(func=cmd_demo)
+    from .organism import shipped_inputs  # standard library only
+
+    p.set_defaults(func=cmd_demo, implicit_inputs=shipped_inputs())  # sasa._cli_paths: --out may not be in them
     for module_name in COMMAND_MODULES:
         try:  # TODO(lead): plain import once every module exists
             module = importlib.import_module(module_name)

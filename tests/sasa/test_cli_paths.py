@@ -122,6 +122,21 @@ def test_an_offload_folder_inside_the_model_directory_is_refused(inputs, capsys)
     one_error_line(err, f"--offload-folder: {model} is the --model input {model}")
 
 
+def test_demo_out_may_not_be_the_shipped_probe(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import sasa.organism
+
+    shipped = tmp_path / "probe"  # a copy stands in for the package's probe: the old code replaced it
+    shutil.copytree(sasa.organism.PROBE_DIR, shipped)
+    monkeypatch.setattr(sasa.organism, "PROBE_DIR", shipped)
+    before = digest(shipped)
+    code, _, err = run_main(["demo", "--stand-in", "--out", str(shipped), "--quiet"], capsys)
+    assert code == 2
+    one_error_line(err, f"--out: {shipped} is the shipped organism probe input {shipped}")
+    assert digest(shipped) == before
+
+
 def test_collision_rules(tmp_path):
     out = tmp_path / "run"
     (out / "sub").mkdir(parents=True)

@@ -31,6 +31,13 @@ PROBE_DIR = PACKAGE_DIR / "probe"
 __all__ = ["MODEL_DIR", "PROBE_DIR", "load"]
 
 
+def shipped_inputs() -> tuple[tuple[str, Path], ...]:
+    """The shipped organism's directories as ``(label, path)`` inputs of the commands that read them
+    without a flag (``sasa demo``, ``sasa organism efficacy``): no output of theirs may overwrite them
+    (:mod:`sasa._cli_paths`)."""
+    return (("shipped organism model", MODEL_DIR), ("shipped organism probe", PROBE_DIR))
+
+
 def load(directory: Any = None, *, device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:
     """``(model, processor)``: the shipped organism (or the one saved in ``directory``), in eval mode.
 

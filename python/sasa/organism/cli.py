@@ -14,6 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+from . import shipped_inputs
+
 SPLITS = ("calibration", "heldout")
 
 
@@ -136,4 +138,4 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--ship-probe", action="store_true",
                    help="maintainers: copy the calibrated probe into the package (sasa.organism.PROBE_DIR)")
-    p.set_defaults(func=cmd_efficacy)
+    p.set_defaults(func=cmd_efficacy, implicit_inputs=shipped_inputs())  # sasa._cli_paths: outputs may not be in them
