@@ -130,14 +130,16 @@ def test_generate_refuses_a_decompression_bomb_in_one_line(llava_probe, capsys):
     one_error_line(err, f"--image: image {bomb}: refused as a possible decompression bomb")
 
 
-@pytest.mark.parametrize("command", ["score", "calibrate"])
+@pytest.mark.parametrize("command", ["score", "calibrate", "eval", "locate"])
 def test_manifest_commands_refuse_a_decompression_bomb_in_one_line(llava_probe, tmp_path, capsys, command):
     from tests.sasa._locate_eval_data import one_error_line, run_main
 
     root, model_dir, probe_dir, bomb = llava_probe
     manifest = _bomb_manifest(root, bomb)
     extra = {"score": ["--probe", str(probe_dir), "--out", str(tmp_path / "scores.jsonl")],
-             "calibrate": ["--safety-layer", "1", "--fused-layer", "4", "--out", str(tmp_path / "probe")]}[command]
+             "calibrate": ["--safety-layer", "1", "--fused-layer", "4", "--out", str(tmp_path / "probe")],
+             "eval": ["--probe", str(probe_dir), "--max-new-tokens", "1", "--out", str(tmp_path / "eval")],
+             "locate": ["--folds", "2", "--out", str(tmp_path / "locate")]}[command]
     code, _, err = run_main([command, "--model", str(model_dir), "--data", str(manifest), "--batch-size", "16",
                              "--quiet", *extra], capsys)
     assert code == 2
