@@ -2,10 +2,10 @@
 
 :func:`check_output_paths` runs in :func:`sasa.cli.main` before every command, so each command
 (the built-in ones and those of ``sasa.cli.COMMAND_MODULES``) gets the same check from the flags it
-was parsed with: an output (``--out``, ``--doc``, ``--offload-folder``) may not be an input file or directory (``--model``,
-``--probe``, ``--data``, ``--image``, ``--refusal-phrases``), nor lie inside an input directory; and
-an input may not lie inside an output directory where the command writes. Paths are compared after
-resolving symlinks, so a link cannot smuggle an input in under another name.
+was parsed with: an output (``--out``, ``--doc``, ``--offload-folder``) may not be an input file or
+directory (``--model``, ``--probe``, ``--data``, ``--image``, ``--refusal-phrases``), nor lie inside
+an input directory; and an input may not lie inside an output directory where the command writes.
+Paths are compared after resolving symlinks, so a link cannot smuggle an input in under another name.
 
 A command says what it writes into its ``--out`` directory with ``set_defaults(out_writes=(names))``
 (the top-level entries it creates there); a command that does not say is taken to write anything
@@ -39,9 +39,9 @@ def check_output_paths(args: argparse.Namespace) -> None:
     inputs += [(label, str(path)) for label, path in getattr(args, IMPLICIT_ATTR, None) or ()]
     writes: Optional[Sequence[str]] = getattr(args, WRITES_ATTR, None)
     for out_flag, out_given in _paths(args, OUTPUT_FLAGS):
-        out = Path(out_given).resolve()
+        out = _resolve(out_flag, out_given)
         for in_flag, in_given in inputs:
-            kind = collision(out, Path(in_given).resolve(), _entries_written(out_flag, writes))
+            kind = collision(out, _resolve(in_flag, in_given), _entries_written(out_flag, writes))
             if kind is not None:
                 where = _WHERE[kind].format(flag=in_flag, path=in_given)
                 raise CLIError(f"{out_flag}: {out_given} {where}; writing there would overwrite what the command "
@@ -78,6 +78,14 @@ def collision(out: Path, source: Path, writes: Optional[Sequence[str]]) -> Optio
         if writes is None or entry in writes:
             return "holds"
     return None
+
+
+def _resolve(flag: str, given: str) -> Path:
+    """``given`` with every symlink resolved; a symlink loop is the user's to fix (one line)."""
+    try:
+        return Path(given).resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a loop, before Python 3.13
+        raise CLIError(f"{flag}: {given} cannot be resolved ({err})") from None
 
 
 def _paths(args: argparse.Namespace, names: Sequence[str]) -> Iterator[tuple[str, str]]:

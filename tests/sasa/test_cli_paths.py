@@ -137,6 +137,16 @@ def test_demo_out_may_not_be_the_shipped_probe(tmp_path, monkeypatch, capsys):
     assert digest(shipped) == before
 
 
+def test_a_symlink_loop_is_one_line(inputs, tmp_path, capsys):
+    root, model, probe, data = inputs
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, _, err = run_main(["score", "--model", str(model), "--probe", str(probe), "--data", str(data),
+                             "--out", str(loop / "scores.jsonl"), "--quiet"], capsys)
+    assert code == 2
+    one_error_line(err, f"--out: {loop / 'scores.jsonl'} cannot be resolved")
+
+
 def test_collision_rules(tmp_path):
     out = tmp_path / "run"
     (out / "sub").mkdir(parents=True)
