@@ -2,7 +2,7 @@
 
     sasa organism train --out DIR                          # the shipped recipe, seeded (minutes on CPU)
     sasa organism manifest --split heldout --out FILE      # JSONL + images beside it
-    sasa organism phenotype [--model DIR] [--data FILE]    # what the unguarded model refuses
+    sasa organism phenotype [--model DIR] [--data FILE] [--json OUT]   # the v2 phenotype targets, pass/miss
     sasa organism efficacy --out DIR [--doc docs/efficacy.md]   # locate, calibrate, eval, claim table
 
 Imports only the standard library at module level (``sasa --help`` stays fast).
@@ -45,19 +45,34 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_phenotype(args: argparse.Namespace) -> int:
+    import json
     import tempfile
 
     from . import load
     from .manifest import write_manifest
-    from .phenotype import measure
+    from .phenotype import measure_targets
 
+    if args.data is not None and args.per_object is not None:
+        raise ValueError("--per-object: sizes the default held-out split; drop it with --data")
     model, processor = load(args.model, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or write_manifest("heldout", Path(tmp) / "heldout.jsonl")
-        result = measure(model, processor, data, batch_size=args.batch_size, progress=not args.quiet)
-    print(result.summary())
-    for name, ok in result.targets_met().items():
-        print(f"{'met' if ok else 'NOT met'}: {name}")
+        data = args.data or write_manifest("heldout", Path(tmp) / "heldout.jsonl", per_object=args.per_object,
+                                           seed=args.seed)
+        table = measure_targets(model, processor, data, safety_layer=args.safety_layer, fused_layer=args.fused_layer,
+                                captions_per_object=args.captions_per_object, batch_size=args.batch_size,
+                                seed=args.seed, threads=args.threads, progress=not args.quiet)
+    print(table.render())
+    counts = ", ".join(f"{g}: {c['text rows']} text / {c['image rows']} image / {c['caption rows']} caption rows"
+                       for g, c in table.counts.items())
+    s = table.settings
+    print(f"\nsafety block {s['safety_layer']}, fused block {s['fused_layer']} (0-based); {counts}; "
+          f"{s['wall_s']:.0f} s")
+    misses = table.misses()
+    print(f"{len(misses)} target/group cells missed" + (": " + ", ".join(f"{k} ({g})" for k, g in misses)
+                                                         if misses else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table.to_json(), indent=1) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -120,10 +135,21 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_manifest)
 
-    p = sub.add_parser("phenotype", help="refusal rates of the unguarded organism, by kind of request")
+    p = sub.add_parser("phenotype", help="the organism v2 targets (issue 26) measured on the unguarded organism")
     add_common_flags(p, model=False)
+    p.set_defaults(batch_size=32)  # the organism is tiny: bigger batches, fewer generate calls
     p.add_argument("--model", default=None, help="an organism directory (default: the shipped one)")
     p.add_argument("--data", default=None, help="a manifest (default: the held-out split, written to a temp dir)")
+    p.add_argument("--per-object", type=int, default=None,
+                   help="rows per object and carrier of the default held-out split (default: 8)")
+    p.add_argument("--captions-per-object", type=int, default=4, help="caption requests drawn per object")
+    p.add_argument("--safety-layer", type=int, default=None,
+                   help="0-based safety block (default: the shipped probe's config)")
+    p.add_argument("--fused-layer", type=int, default=None,
+                   help="0-based fused block (default: the shipped probe's config)")
+    p.add_argument("--seed", type=int, default=0, help="manifest, caption images and the harm probe's split")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads during the measurement (default: 1)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the table and curves as JSON")
     p.set_defaults(func=cmd_phenotype)
 
     p = sub.add_parser("efficacy", help="locate, calibrate, evaluate and the claim table on the organism")
