@@ -107,7 +107,7 @@ def load(cls: Any, directory: Path, model: Optional[torch.nn.Module], *, require
     _check_sizes(weights_path, config_path)
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise ValueError(f"probe: {config_path} is not valid JSON ({err})") from err
     if not isinstance(meta, dict) or meta.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"probe: {config_path} is not a sasa probe config (formats {list(_READABLE_VERSIONS)})")

@@ -62,7 +62,7 @@ def _parse_json(path: Path, text: str) -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=unique_keys)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep for the parser
         raise DatasetError(f"{path}: not valid JSON ({err})") from err
 
 

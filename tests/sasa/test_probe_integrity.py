@@ -313,3 +313,10 @@ def test_load_refuses_a_weights_file_over_the_size_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(_probe_io, "MAX_WEIGHTS_BYTES", size - 1)
     with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE} is {size} bytes, over the {size - 1} a probe file may have"):
         SASAProbe.load(directory)
+
+
+def test_load_refuses_a_config_nested_too_deep_to_parse(tmp_path):
+    directory = _write_raw_probe(tmp_path / "p")
+    (directory / CONFIG_FILE).write_text("[" * 200_000)  # small, but deeper than json's recursion allows
+    with pytest.raises(ValueError, match=rf"probe: .*p/{CONFIG_FILE} is not valid JSON"):
+        SASAProbe.load(directory)

@@ -341,3 +341,10 @@ def test_a_malformed_copy_is_one_line_and_exit_2_in_the_cli(tmp_path, capsys):
                              "--data", str(root), "--format", "figstep", "--out", str(tmp_path / "o")], capsys)
     assert code == 2
     one_error_line(err, "safebench.csv:4: expected a value in column 'task_id'")
+
+
+def test_a_json_file_nested_too_deep_to_parse_names_the_file(tmp_path):
+    root = vlguard(tmp_path / "vg")
+    (root / "test.json").write_text("[" * 200_000)
+    with pytest.raises(DatasetError, match=r"test.json: not valid JSON"):
+        read_dataset(root, "vlguard")
