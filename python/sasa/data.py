@@ -65,6 +65,8 @@ def read_manifest(path: PathLike, *, require_labels: bool = True) -> list[Exampl
             obj = json.loads(text)
         except json.JSONDecodeError as err:
             raise ManifestError(f"{where}: not valid JSON ({err.msg})") from err
+        except RecursionError as err:  # small, but nested deeper than json's parser goes
+            raise ManifestError(f"{where}: not valid JSON (nested too deep)") from err
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         unknown = sorted(set(obj) - _FIELDS)

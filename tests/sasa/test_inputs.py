@@ -65,3 +65,10 @@ def test_sasa_without_transformers_names_the_extra(tmp_path):
     api = subprocess.run([sys.executable, "-c", "import sasa; sasa.apply_sasa"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert api.returncode != 0 and "pip install 'sasa-kernels[hf]'" in api.stderr
+
+
+def test_a_manifest_line_nested_too_deep_names_the_line(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"prompt": "bake bread", "label": 0}\n' + "[" * 200_000 + "\n")
+    with pytest.raises(ManifestError, match=r"deep.jsonl:2: not valid JSON \(nested too deep\)"):
+        read_manifest(path)
