@@ -39,7 +39,7 @@ from ..data import Example, batches, encode_batch, read_manifest
 from . import corpus, world
 from . import phenotype_probes as probes
 from .manifest import carrier_of, group_names, object_of
-from .phenotype_targets import GROUPS, UNDERSTANDING, TargetTable, gap, max_through, min_step
+from .phenotype_targets import GROUPS, UNDERSTANDING, TargetTable, gap, max_through, rank_correlation
 
 #: Caption requests drawn per object by default (alternating icon and written name).
 DEFAULT_CAPTIONS_PER_OBJECT = 4
@@ -282,7 +282,7 @@ def _state_values(model: Any, processor: Any, examples: Sequence[Example], safet
         "object_probe_fused": {g: c[f] for g, c in curves["object_probe_accuracy"].items()},
         "twin_gap_early": {g: max_through(c, s) for g, c in curves["twin_cosine_gap"].items()},
         "twin_gap_fused": {g: c[f] for g, c in curves["twin_cosine_gap"].items()},
-        "twin_gap_rise": {g: min_step(c, f) for g, c in curves["twin_cosine_gap"].items()},
+        "twin_gap_rise": {g: rank_correlation(c, f) for g, c in curves["twin_cosine_gap"].items()},
         "harm_text_auroc": {g: c[s] for g, c in curves["harm_probe_auroc_text"].items()},
         "harm_image_auroc_early": {g: max_through(c, s) for g, c in curves["harm_probe_auroc_image"].items()},
     }
