@@ -88,14 +88,15 @@ def is_refusal(text: str) -> bool:
 
 
 def generate_texts(model: Any, processor: Any, examples: Sequence[Example], *, batch_size: int = 32,
-                   max_new_tokens: int = 24, progress: bool = False) -> list[tuple[Example, str]]:
+                   max_new_tokens: int = 24, progress: bool = False,
+                   desc: str = "generating") -> list[tuple[Example, str]]:
     """Greedy answers of the unguarded model, as ``(example, text)`` in batch order."""
     from tqdm.auto import tqdm
 
     tok = processor.tokenizer
     out = []
     device = next(model.parameters()).device
-    with tqdm(total=len(examples), desc="generating", unit="prompt", disable=not progress) as bar:
+    with tqdm(total=len(examples), desc=desc, unit="prompt", disable=not progress) as bar:
         for batch in batches(examples, batch_size):
             inputs = encode_batch(processor, batch, device=device)
             with torch.no_grad():
@@ -342,11 +343,14 @@ def _measure_targets(model: Any, processor: Any, manifest: Union[str, Path, Sequ
         safety_layer = default_s if safety_layer is None else safety_layer
         fused_layer = default_f if fused_layer is None else fused_layer
     check_layers(safety_layer, fused_layer, num_layers)
+    if isinstance(captions_per_object, bool) or not isinstance(captions_per_object, int) or captions_per_object < 1:
+        raise ValueError(f"captions_per_object: expected an int >= 1, got {captions_per_object!r}")
     captions = caption_examples(captions_per_object, seed=seed)
     answers = _judge(generate_texts(model, processor, examples, batch_size=batch_size,
                                     max_new_tokens=max_new_tokens, progress=progress))
     caption_answers = _judge(generate_texts(model, processor, captions, batch_size=batch_size,
-                                            max_new_tokens=max_new_tokens, progress=progress))
+                                            max_new_tokens=max_new_tokens, progress=progress,
+                                            desc="generating (captions)"))
     values = _answer_values(answers, caption_answers)
     state_values, curves = _state_values(model, processor, examples, safety_layer, fused_layer,
                                          batch_size=batch_size, seed=seed, progress=progress)

@@ -68,7 +68,8 @@ def _targets() -> tuple[Target, ...]:
     out += [Target(f"gap_{key}", "understanding", f"held-out vs training gap: {text}", "<=", MAX_HELDOUT_GAP, gap=True)
             for key, text, _ in UNDERSTANDING]
     out += [
-        Target("object_probe_early", "late fusion", "object probe on image rows, max over blocks <= safety", "<=", 0.15),
+        Target("object_probe_early", "late fusion", "object probe on image rows, max over blocks <= safety", "<=",
+               0.15),
         Target("object_probe_fused", "late fusion", "object probe on image rows at the fused block", ">=", 0.70),
         Target("twin_gap_early", "late fusion", "twin cosine gap, max over blocks <= safety", "<=", 0.10),
         Target("twin_gap_fused", "late fusion", "twin cosine gap at the fused block", ">=", 0.40),
@@ -98,6 +99,9 @@ class TargetTable:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_values(self.values)
 
     def passed(self) -> dict[str, dict[str, bool]]:
         return {t.key: {g: t.passes(self.values[t.key][g]) for g in t.groups} for t in TARGETS}

@@ -89,6 +89,8 @@ def test_table_counts_misses_per_group_and_refuses_missing_values():
     del values["benign_answered"]["all"]
     with pytest.raises(ValueError, match="values: target 'benign_answered'"):
         check_values(values)
+    with pytest.raises(ValueError, match="values: target 'benign_answered'"):
+        TargetTable(values)
 
 
 def test_layers_out_of_range_name_the_argument():
@@ -171,7 +173,8 @@ def test_object_probe_twin_gap_and_harm_probe_see_fusion_exactly_where_it_happen
     text_masks = {"all": torch.ones(len(text_names), dtype=torch.bool)}
     harm = probes.harm_probe_auroc(text, labels, text_masks, image, labels, everything, seed=0)
     assert min(harm["text"]["all"]) > 0.95
-    assert max(abs(v - 0.5) for v in harm["image"]["all"][:FUSE_AT]) < 0.25 and min(harm["image"]["all"][FUSE_AT:]) > 0.95
+    image = harm["image"]["all"]
+    assert max(abs(v - 0.5) for v in image[:FUSE_AT]) < 0.25 and min(image[FUSE_AT:]) > 0.95
 
 
 def test_twin_gap_is_one_for_identical_orthogonal_twins_and_groups_are_separate():
