@@ -2,8 +2,8 @@
 
 :func:`check_output_paths` runs in :func:`sasa.cli.main` before every command, so each command
 (the built-in ones and those of ``sasa.cli.COMMAND_MODULES``) gets the same check from the flags it
-was parsed with: an output (``--out``, ``--doc``, ``--offload-folder``) may not be an input file or
-directory (``--model``, ``--probe``, ``--data``, ``--image``, ``--refusal-phrases``), nor lie inside
+was parsed with: an output (``--out``, ``--doc``, ``--json``, ``--offload-folder``) may not be an
+input file or directory (``--model``, ``--probe``, ``--data``, ``--image``, ``--refusal-phrases``), nor lie inside
 an input directory; and an input may not lie inside an output directory where the command writes.
 Paths are compared after resolving symlinks, so a link cannot smuggle an input in under another name.
 
@@ -25,7 +25,7 @@ from ._cli_error import CLIError
 #: Flags whose paths a command reads (a flag given several times, like ``--data``, is a list).
 INPUT_FLAGS: tuple[str, ...] = ("model", "probe", "data", "image", "refusal_phrases")
 #: Flags whose paths a command writes.
-OUTPUT_FLAGS: tuple[str, ...] = ("out", "doc", "offload_folder")
+OUTPUT_FLAGS: tuple[str, ...] = ("out", "doc", "json", "offload_folder")
 #: The ``argparse`` default that names what a command writes inside its ``--out`` directory.
 WRITES_ATTR = "out_writes"
 #: The ``argparse`` default that lists ``(label, path)`` inputs no flag names.
@@ -50,8 +50,9 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 def _entries_written(flag: str, out_writes: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
     """What ``flag``'s path gets inside it: the command's ``out_writes`` for ``--out``, nothing for a
-    file (``--doc``), anything for ``--offload-folder`` (accelerate names its files after the weights)."""
-    return {"--out": out_writes, "--doc": ()}.get(flag)
+    file (``--doc``, ``--json``), anything for ``--offload-folder`` (accelerate names its files after
+    the weights)."""
+    return {"--out": out_writes, "--doc": (), "--json": ()}.get(flag)
 
 
 _WHERE = {

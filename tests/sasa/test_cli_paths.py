@@ -93,7 +93,8 @@ def test_eval_refuses_a_manifest_where_it_writes_its_report(inputs, tmp_path, ca
     assert manifest.read_bytes() == data.read_bytes()
 
 
-@pytest.mark.parametrize("command", ["calibrate", "locate", "bench", "organism efficacy --doc"])
+@pytest.mark.parametrize("command", ["calibrate", "locate", "bench", "organism efficacy --doc",
+                                     "organism phenotype --json"])
 def test_every_command_that_writes_checks_its_outputs(inputs, capsys, command):
     root, model, probe, data = inputs
     before = digest(model)
@@ -105,10 +106,12 @@ def test_every_command_that_writes_checks_its_outputs(inputs, capsys, command):
                   "--scopes", "last", "--new-tokens", "2", "--out", str(model / "bench")],
         "organism efficacy --doc": ["organism", "efficacy", "--model", str(model), "--out", str(root / "efficacy"),
                                     "--doc", str(model / "config.json")],
+        "organism phenotype --json": ["organism", "phenotype", "--model", str(model), "--data", str(data),
+                                      "--json", str(model / "config.json")],
     }[command]
     code, _, err = run_main([*argv, "--quiet"], capsys)
     assert code == 2
-    flag = "--doc" if command.endswith("--doc") else "--out"
+    flag = command.split()[-1] if command.split()[-1].startswith("--") else "--out"
     one_error_line(err, f"{flag}: ")
     assert "--model" in err and str(model) in err
     assert digest(model) == before
