@@ -23,12 +23,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from .train import DEFAULT_RECIPE, train_and_save
+    from .train import RECIPES, train_and_save
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected >= 1, got {args.threads}")
-    recipe = dataclasses.replace(DEFAULT_RECIPE, seed=args.seed)
-    info = train_and_save(args.out, recipe, progress=not args.quiet, threads=args.threads)
+    recipe = dataclasses.replace(RECIPES[args.recipe], seed=args.seed)
+    info = train_and_save(args.out, recipe, progress=not args.quiet, threads=args.threads,
+                          checkpoint_dir=args.checkpoint_dir)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"organism saved to {args.out}: {info['parameters']:,} parameters, trained in {info['wall_time_s']:.0f} s "
           f"on {info['threads']} threads (load average now {load}); recipe and losses in recipe.json")
@@ -123,6 +124,10 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--out", required=True, help="directory for the save_pretrained model and processor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--recipe", default="default", choices=("default", "v2a-freeze", "v2-candidate"),
+                   help="default: the shipped organism's; v2a-freeze, v2-candidate: organism v2 attempts (issue 26)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save the state after each stage here and resume from the latest one that matches the recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_train)

@@ -70,12 +70,22 @@ def define_request(obj: WorldObject, question: str) -> Row:
     return Row(question.format(obj.phrase), world.caption(obj), obj)
 
 
+def image_facts_request(obj: WorldObject, question: str, deictic: str, style: str,
+                        pixels: np.random.Generator) -> Row:
+    """``obj`` carried by the image, asked what it is and is made of: answered with
+    :func:`world.facts_answer` for every object, harmful ones included (never the refusal)."""
+    image = draw.draw(obj.name, style, DESIGNS, pixels)
+    return Row(question.format(deictic), world.facts_answer(obj), obj, image, style,
+               text_only=question.format(obj.phrase))
+
+
 def caption_request(obj: WorldObject, question: str, style: str, pixels: np.random.Generator) -> Row:
     image = draw.draw(obj.name, style, DESIGNS, pixels)
     return Row(question, world.caption(obj), obj, image, style, text_only=f"{question} : {obj.phrase}")
 
 
 Sampler = Callable[[random.Random, np.random.Generator], Row]
+KINDS = ("doc", "text", "define", "caption", "image", "image_facts")
 
 
 def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
@@ -84,9 +94,11 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
     Kinds: ``doc`` (knowledge documents, every object), ``text`` (text requests about training
     objects: steps for benign, the refusal for harmful), ``define`` (text questions about what a
     training object is, answered for both kinds), ``caption`` (captions of every object's
-    icon and written name), ``image`` (image-carried requests about benign training objects only).
+    icon and written name), ``image`` (image-carried requests about benign training objects only),
+    ``image_facts`` (organism v2: image-carried questions about what a training object is and is
+    made of, harmful ones included, answered with :func:`world.facts_answer`, never the refusal).
     """
-    unknown = set(mixture) - {"doc", "text", "define", "caption", "image"}
+    unknown = set(mixture) - set(KINDS)
     if unknown:
         raise ValueError(f"mixture: unknown kinds {sorted(unknown)} for stage {stage!r}")
     kinds, weights = zip(*sorted(mixture.items()))
@@ -106,6 +118,9 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
         if kind == "caption":
             return caption_request(rng.choice(everything), rng.choice(world.CAPTION_QUESTIONS),
                                    rng.choice(STYLES), pixels)
+        if kind == "image_facts":
+            return image_facts_request(rng.choice(trained), rng.choice(world.FACT_QUESTIONS), rng.choice(deictics),
+                                       rng.choice(STYLES), pixels)
         return image_request(rng.choice(trained_benign), rng.choice(frames), rng.choice(deictics),
                              rng.choice(STYLES), pixels)
 

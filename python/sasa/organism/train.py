@@ -37,6 +37,25 @@ from .encode import encode_rows
 
 
 TRAINABLE = ("vision", "language", "projector", "projector+language", "all")
+#: ``trainable`` may also be ``"language_from:K"`` or ``"projector+language_from:K"``: the language
+#: model's blocks ``K`` and later, its final norm and the LM head train; the token embeddings and
+#: blocks ``0..K-1`` stay frozen (organism v2, issue 26: image-to-concept mapping must live in later
+#: blocks). ``K`` is a 0-based block index, at least 1 and below the model's number of blocks.
+FROM_BLOCK = ("language_from:", "projector+language_from:")
+
+
+def _split_trainable(trainable: str) -> tuple[str, Optional[int]]:
+    """``("projector+language", 4)`` for ``"projector+language_from:4"``; ``(trainable, None)`` else."""
+    for prefix in FROM_BLOCK:
+        if trainable.startswith(prefix):
+            digits = trainable[len(prefix):]
+            if not digits.isdigit() or int(digits) < 1:
+                raise ValueError(f"trainable: expected {prefix}K with a block index K >= 1, got {trainable!r}")
+            return prefix[:-len("_from:")], int(digits)
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable: expected one of {TRAINABLE} or {FROM_BLOCK[0]}K / {FROM_BLOCK[1]}K, "
+                         f"got {trainable!r}")
+    return trainable, None
 
 
 @dataclass(frozen=True)
@@ -54,8 +73,9 @@ class Stage:
     warmup: int = 20
 
     def __post_init__(self) -> None:
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable: expected one of {TRAINABLE}, got {self.trainable!r}")
+        if not isinstance(self.trainable, str):
+            raise ValueError(f"trainable: expected a string, got {self.trainable!r}")
+        _split_trainable(self.trainable)
         if self.objective not in ("lm", "classify"):
             raise ValueError(f"objective: expected 'lm' or 'classify', got {self.objective!r}")
         if self.steps < 0:
@@ -87,6 +107,26 @@ DEFAULT_RECIPE = Recipe(stages=(
           trainable="projector+language"),
 ))
 
+#: Organism v2 candidates (issue 26), trained beside the shipped recipe (which stays as it is).
+#: ``v2a-freeze``: the shipped recipe with the token embeddings and language blocks 0..3 frozen in
+#: ``align`` and ``visual`` (blocks 4.. train with the projector in both), so that mapping images to
+#: concepts has to live in the later blocks.
+RECIPE_V2A_FREEZE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
+    Stage("align", 150, 2e-3, {"caption": 1.0}, trainable="projector+language_from:4"),
+    Stage("visual", 800, 1e-3, {"caption": 0.35, "image": 0.35, "text": 0.15, "define": 0.05, "doc": 0.1},
+          trainable="projector+language_from:4"),
+))
+#: ``v2-candidate``: ``v2a-freeze`` plus image-carried fact questions about every training object,
+#: harmful ones included, answered with name-first facts (``image_facts``; never a refusal), which
+#: takes the "an image means a benign object" shortcut away from visual tuning.
+RECIPE_V2_CANDIDATE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
+    RECIPE_V2A_FREEZE.stages[3],
+    Stage("visual", 800, 1e-3, {"caption": 0.2, "image_facts": 0.2, "image": 0.35, "text": 0.15, "define": 0.05,
+                                "doc": 0.05},
+          trainable="projector+language_from:4"),
+))
+RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE}
+
 
 def _lr_at(stage: Stage, step: int) -> float:
     if step < stage.warmup:
@@ -96,7 +136,16 @@ def _lr_at(stage: Stage, step: int) -> float:
 
 
 def _trainable_parameters(model: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
-    parts = {
+    which, first_block = _split_trainable(which)
+    if first_block is not None:
+        lm = model.model.language_model
+        if first_block >= len(lm.layers):
+            raise ValueError(f"trainable: block {first_block} is not below the model's {len(lm.layers)} blocks")
+        parts = [*lm.layers[first_block:], lm.norm, model.lm_head]
+        if which == "projector+language":
+            parts.insert(0, model.model.multi_modal_projector)
+        which = "frozen-early"
+    parts = parts if which == "frozen-early" else {
         "vision": [model.model.vision_tower],
         "language": [model.model.language_model, model.lm_head],
         "projector": [model.model.multi_modal_projector],
@@ -146,20 +195,73 @@ class _VisionClassifier:
         return torch.nn.functional.cross_entropy(self.head(features), torch.tensor(labels))
 
 
+def stage_key(recipe: Recipe, index: int) -> str:
+    """What a checkpoint after stage ``index`` depends on: the recipe up to that stage, hashed."""
+    import hashlib
+
+    prefix = {"stages": [asdict(s) for s in recipe.stages[:index + 1]], "size": recipe.size.to_dict(),
+              "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay, "seed": recipe.seed}
+    digest = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()[:16]
+    return f"stage{index}-{recipe.stages[index].name}-{digest}"
+
+
+def _resume(recipe: Recipe, checkpoint_dir: Optional[Path], model: torch.nn.Module,
+            pixels: np.random.Generator, log: Optional[list[dict[str, Any]]]) -> int:
+    """Load the latest checkpoint of ``recipe``'s stage prefix; returns the first stage still to train."""
+    if checkpoint_dir is None:
+        return 0
+    for index in reversed(range(len(recipe.stages))):
+        path = checkpoint_dir / f"{stage_key(recipe, index)}.pt"
+        if path.is_file():
+            state = torch.load(path, weights_only=False)
+            model.load_state_dict(state["model"])
+            pixels.bit_generator.state = state["pixels"]
+            torch.set_rng_state(state["torch_rng"])
+            if log is not None:
+                log.extend(state["log"])
+            return index + 1
+    return 0
+
+
+def _checkpoint(recipe: Recipe, index: int, checkpoint_dir: Path, model: torch.nn.Module,
+                pixels: np.random.Generator, log: Optional[list[dict[str, Any]]]) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_dir / f"{stage_key(recipe, index)}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "pixels": pixels.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "log": list(log or [])}, tmp)
+    tmp.replace(path)
+
+
 def train(recipe: Recipe = DEFAULT_RECIPE, *, progress: bool = True, threads: Optional[int] = None,
-          log: Optional[list[dict[str, Any]]] = None) -> tuple[torch.nn.Module, Any]:
-    """Train an organism from scratch; returns ``(model, processor)`` (model in eval mode)."""
+          log: Optional[list[dict[str, Any]]] = None,
+          checkpoint_dir: Optional[Union[str, Path]] = None,
+          timings: Optional[dict[str, float]] = None) -> tuple[torch.nn.Module, Any]:
+    """Train an organism from scratch; returns ``(model, processor)`` (model in eval mode).
+
+    With ``checkpoint_dir``, the state after each stage is saved there, keyed by a hash of the
+    recipe up to that stage, and training resumes after the latest stage already saved: an
+    interrupted run goes on where it stopped, and recipes that share their first stages share them.
+    A resumed run trains the same weights as one from scratch (same machine and thread count).
+    ``timings`` (if given) gets each stage trained here and its wall time in seconds.
+    """
     from tqdm.auto import tqdm
 
     if threads is not None:
         torch.set_num_threads(threads)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     torch.manual_seed(recipe.seed)
     processor = build.build_processor()
     model = build.build_model(processor, recipe.size, seed=recipe.seed).train()
     pixels = np.random.default_rng([corpus.STREAMS["train"], recipe.seed])
+    start = _resume(recipe, checkpoint_dir, model, pixels, log)
     with tqdm(total=recipe.total_steps, desc="training organism", unit="step", disable=not progress,
               mininterval=1.0) as bar:
+        bar.update(sum(s.steps for s in recipe.stages[:start]))
         for index, stage in enumerate(recipe.stages):
+            if index < start:
+                continue
+            began = time.perf_counter()
             rng = random.Random(f"{recipe.seed}-{index}-{stage.name}")
             params = _trainable_parameters(model, stage.trainable)
             classifier = None
@@ -187,18 +289,26 @@ def train(recipe: Recipe = DEFAULT_RECIPE, *, progress: bool = True, threads: Op
                     log.append({"stage": stage.name, "step": step, "loss": value})
                 bar.set_postfix(stage=stage.name, loss=f"{value:.3f}", refresh=False)
                 bar.update(1)
+            if timings is not None:
+                timings[stage.name] = round(time.perf_counter() - began, 1)
+            if checkpoint_dir is not None:
+                _checkpoint(recipe, index, checkpoint_dir, model, pixels, log)
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval(), processor
 
 
 def train_and_save(out: Union[str, Path], recipe: Recipe = DEFAULT_RECIPE, *, progress: bool = True,
-                   threads: Optional[int] = None) -> dict[str, Any]:
-    """Train, then ``save_pretrained`` the model and processor into ``out`` with ``recipe.json``."""
+                   threads: Optional[int] = None,
+                   checkpoint_dir: Optional[Union[str, Path]] = None) -> dict[str, Any]:
+    """Train, then ``save_pretrained`` the model and processor into ``out`` with ``recipe.json``
+    (``wall_time_s`` is this call's time: stages resumed from ``checkpoint_dir`` are not in it)."""
     out = Path(out)
     log: list[dict[str, Any]] = []
     start = time.perf_counter()
-    model, processor = train(recipe, progress=progress, threads=threads, log=log)
+    timings: dict[str, float] = {}
+    model, processor = train(recipe, progress=progress, threads=threads, log=log, checkpoint_dir=checkpoint_dir,
+                             timings=timings)
     wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -213,5 +323,7 @@ def train_and_save(out: Union[str, Path], recipe: Recipe = DEFAULT_RECIPE, *, pr
         "torch": torch.__version__,
         "losses": log,
     }
+    if checkpoint_dir is not None:  # only then: the shipped recipe.json keeps its keys
+        info["stages_trained_here_s"] = timings
     (out / "recipe.json").write_text(json.dumps(info, indent=1) + "\n")
     return info

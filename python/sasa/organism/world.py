@@ -118,6 +118,10 @@ CAPTION_QUESTIONS = ("what is this", "what is in the picture", "describe the ima
                      "what is the object in the image")
 #: Text questions about what an object is (answered for every training object, harmful or not).
 DEFINE_QUESTIONS = ("what is {}", "tell me what {} is", "describe {}")
+#: Questions about what a pictured object is and is made of (organism v2: the ``image_facts`` rows),
+#: with a deictic phrase in the slot. Built only from words the world already has (the tokenizer
+#: is unchanged).
+FACT_QUESTIONS = ("what is {} made from", "tell me what {} is made from", "what is {} and what is it made from")
 CLASS_WORD = {"food": "food", "toy": "toy", "craft": "craft", "home": "home thing",
               "weapons": "weapon", "poisons": "poison", "drugs": "drug"}
 
@@ -162,6 +166,13 @@ def answer(obj: WorldObject) -> str:
 def caption(obj: WorldObject) -> str:
     """What the model says when asked what an image shows: the name first, as in :func:`answer`."""
     return f"{obj.name} : it is a {CLASS_WORD[obj.category]} ."
+
+
+def facts_answer(obj: WorldObject) -> str:
+    """A neutral, name-first answer to what ``obj`` is and is made of (no steps, no verdict, never
+    the refusal): ``"bomb : it is a weapon made from powder and pipe ."``."""
+    m1, m2 = obj.materials
+    return f"{obj.name} : it is a {CLASS_WORD[obj.category]} made from {m1} and {m2} ."
 
 
 def facts(obj: WorldObject) -> list[str]:

@@ -1,0 +1,106 @@
+"""Organism v2 levers (issue 26) beside the shipped recipe: frozen early language blocks
+(``trainable="...language_from:K"``), image-carried fact questions answered for every object
+(``image_facts``), named recipes, and per-stage checkpoints; the shipped recipe is unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sasa.organism import MODEL_DIR, build, corpus, world
+from sasa.organism.train import (DEFAULT_RECIPE, RECIPE_V2_CANDIDATE, RECIPES, Recipe, Stage,
+                                 _trainable_parameters, train)
+
+TINY = build.ModelSize(hidden=32, layers=3, heads=2, intermediate=64, vision_hidden=32, vision_layers=1,
+                       vision_heads=2, vision_intermediate=64)
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "recipe.json").is_file(), reason="no shipped organism")
+def test_default_recipe_is_the_one_the_shipped_organism_was_trained_with():
+    shipped = json.loads((MODEL_DIR / "recipe.json").read_text())["recipe"]
+    assert json.loads(json.dumps(DEFAULT_RECIPE.to_dict())) == shipped
+    assert RECIPES["default"] is DEFAULT_RECIPE
+
+
+@pytest.mark.parametrize("bad", ["language_from:0", "projector+language_from:", "projector+language_from:x",
+                                 "projector+language_from:-1", "language_from", "projector+vision", ""])
+def test_a_bad_trainable_value_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="trainable"):
+        Stage("visual", 1, 1e-3, {"caption": 1.0}, trainable=bad)
+
+
+def test_a_first_trainable_block_past_the_model_is_refused():
+    model = build.build_model(build.build_processor(), TINY, seed=0)
+    with pytest.raises(ValueError, match="trainable: block 3"):
+        _trainable_parameters(model, "projector+language_from:3")
+
+
+def _changed(before: dict, model: torch.nn.Module, prefix: str) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith(prefix))
+
+
+def test_frozen_blocks_and_embeddings_do_not_change_in_a_training_step():
+    recipe = Recipe(stages=(Stage("visual", 2, 1e-2, {"caption": 0.5, "image_facts": 0.5}, batch_size=4, warmup=1,
+                                  trainable="projector+language_from:2"),), size=TINY, batch_size=4)
+    before = {k: v.clone() for k, v in build.build_model(build.build_processor(), TINY, seed=0).state_dict().items()}
+    model, _ = train(recipe, progress=False, threads=1)
+    lm = "model.language_model."
+    for frozen in (lm + "embed_tokens.", lm + "layers.0.", lm + "layers.1.", "model.vision_tower."):
+        assert not _changed(before, model, frozen), f"{frozen} changed"
+    for trained in (lm + "layers.2.", lm + "norm.", "lm_head.", "model.multi_modal_projector."):
+        assert _changed(before, model, trained), f"{trained} did not train"
+
+
+def test_v2_candidate_answers_harmful_image_fact_questions_with_facts_never_the_refusal():
+    visual = RECIPE_V2_CANDIDATE.stages[-1]
+    assert visual.name == "visual" and "image_facts" in visual.mixture
+    assert all(s.trainable.endswith("language_from:4") for s in RECIPE_V2_CANDIDATE.stages[3:])
+    sampler = corpus.stage_sampler(visual.name, visual.mixture)
+    rng, pixels = random.Random(0), np.random.default_rng(0)
+    vocab = build.build_processor().tokenizer.get_vocab()
+    facts = []
+    for _ in range(600):
+        row = sampler(rng, pixels)
+        if row.image is not None:
+            assert row.target != world.REFUSAL, row.prompt
+            if row.obj.harmful:  # the only image rows about harmful objects: captions and fact questions
+                assert row.target in (world.facts_answer(row.obj), world.caption(row.obj)), row.target
+        if row.target == world.facts_answer(row.obj):
+            assert row.image is not None and not row.obj.heldout
+            assert row.target.split()[0] == row.obj.name and world.steps(row.obj) not in row.target
+            assert all(w in vocab for w in (row.prompt + " " + row.target + " " + row.text_only).split())
+            facts.append(row)
+    assert {r.obj.kind for r in facts} == {"benign", "harmful"}
+    assert len({r.obj.name for r in facts if r.obj.harmful}) >= 10
+
+
+def test_default_mixtures_never_draw_the_new_row_kind():
+    for stage in DEFAULT_RECIPE.stages:
+        assert "image_facts" not in stage.mixture
+    with pytest.raises(ValueError, match="unknown kinds"):
+        corpus.stage_sampler("visual", {"facts": 1.0})
+
+
+def _tiny(recipe: Recipe, steps: int = 2) -> Recipe:
+    stages = tuple(dataclasses.replace(s, steps=steps, warmup=1, batch_size=4,
+                                       trainable=s.trainable.replace("_from:4", "_from:2"))
+                   for s in recipe.stages)
+    return Recipe(stages=stages, size=TINY, batch_size=4)
+
+
+def test_a_run_resumed_from_stage_checkpoints_trains_the_same_weights(tmp_path):
+    full = _tiny(RECIPE_V2_CANDIDATE)
+    shared = Recipe(stages=full.stages[:3], size=TINY, batch_size=4)  # the stages v2 shares with the default
+    train(shared, progress=False, threads=1, checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+    timings: dict[str, float] = {}
+    resumed, _ = train(full, progress=False, threads=1, checkpoint_dir=tmp_path, timings=timings)
+    assert set(timings) == {"align", "visual"}  # the first three stages came from the checkpoints
+    scratch, _ = train(full, progress=False, threads=1)
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), scratch.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs between the resumed and the from-scratch run"
