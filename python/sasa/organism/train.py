@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -125,7 +126,14 @@ RECIPE_V2_CANDIDATE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
                                 "doc": 0.05},
           trainable="projector+language_from:4"),
 ))
-RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE}
+#: ``v2c-late-read``: ``v2-candidate`` with the projector frozen too, at its seeded random
+#: initialisation (``language_from:4`` in ``align`` and ``visual``): the image features reach the
+#: language model through a fixed random map, so only the trainable blocks 4.. can learn to read
+#: them; nothing pulls the image tokens towards the word embeddings the frozen blocks know.
+RECIPE_V2C_LATE_READ = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
+    dataclasses.replace(s, trainable="language_from:4") for s in RECIPE_V2_CANDIDATE.stages[3:]))
+RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
+           "v2c-late-read": RECIPE_V2C_LATE_READ}
 
 
 def _lr_at(stage: Stage, step: int) -> float:

@@ -104,3 +104,11 @@ def test_a_run_resumed_from_stage_checkpoints_trains_the_same_weights(tmp_path):
     scratch, _ = train(full, progress=False, threads=1)
     for (name, a), (_, b) in zip(resumed.state_dict().items(), scratch.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs between the resumed and the from-scratch run"
+
+
+def test_v2_recipes_share_the_shipped_first_stages_and_freeze_the_early_blocks_after_them():
+    for name, recipe in RECIPES.items():
+        assert recipe.stages[:3] == DEFAULT_RECIPE.stages[:3], name
+        if name != "default":
+            assert all(s.trainable.endswith("language_from:4") for s in recipe.stages[3:]), name
+    assert [s.trainable for s in RECIPES["v2c-late-read"].stages[3:]] == ["language_from:4"] * 2  # projector frozen too
