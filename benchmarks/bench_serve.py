@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load on ``sasa serve`` vs transformers serve itself: requests/s and time to first token.
 
-    python benchmarks/bench_serve.py                      # both models, 1/4/16 clients (about 8 min on 2 cores)
+    python benchmarks/bench_serve.py                      # both models, 1/4/16 clients, 6 rounds (6 min on 2 cores)
     python benchmarks/bench_serve.py --models organism --rounds 1 --out /tmp/x   # a smoke test (about 1 min)
 
 For each model two servers run side by side on 127.0.0.1: ``guarded`` (``sasa serve`` with the
@@ -11,14 +11,23 @@ order alternating from round to round, so both share the machine's conditions. A
 clients a round sends ``c * per_client`` streaming chat requests (each client sends its next one
 when the last has ended) and measures:
 
-- ``requests_per_s``: requests completed / the round's wall time;
+- ``requests_per_s``: requests completed / the round's wall time, the median over rounds (a round
+  that stalled, on a machine shared with other work, does not decide it); ``requests_per_s_pooled``:
+  all requests / all rounds' wall time;
 - ``ttft_p50_ms``, ``ttft_p99_ms``: from sending a request to its first content chunk, over every
-  request of every round (the guarded server holds the first token until the guard decided).
+  request of every round (the guarded server holds the first token until the guard decided);
+- ``loadavg``: the machine's 1-minute load average, the mean over the rounds' ends.
 
 Models (nothing downloaded): ``organism``, the shipped model organism with its probe, asked the
 benign held-out requests with pictures (the guard passes most; a refused one answers early);
 ``llama-mid``, a random Llama (hidden 1024, 16 blocks, the stand-in's word-level vocabulary) with
 a hand-built probe that passes everything, so both series generate every token.
+
+Both servers' processes run with ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``): torch's
+OpenMP threads then sleep when idle instead of spinning. On this project's 2-core machine, shared
+with other work, the default (spinning) made one of the two llama-mid servers stall for seconds per
+request, round after round (transformers serve's, 7 s a request against 0.5 s), which measured the
+spinning, not the guard.
 
 Writes ``serve.csv`` (long format: one row per model, series and concurrency), ``serve.png`` and
 ``serve_machine.json`` into ``--out`` (default ``benchmarks/results/serve-cpu-<date>``). Every
@@ -107,14 +116,15 @@ def run_round(url: str, bodies: list[dict], clients: int, per_client: int) -> di
     for t in threads:
         t.join(REQUEST_TIMEOUT_S * per_client)
     wall = time.perf_counter() - start
-    return {"ttfts": ttfts, "wall_s": wall, "requests": len(ttfts), "failures": failures[0]}
+    return {"ttfts": ttfts, "wall_s": wall, "requests": len(ttfts), "failures": failures[0],
+            "loadavg": R.load_average()}
 
 
 def bench_model(name: str, setup: dict[str, Any], root: Path, rounds: int, per_client: int,
-                deadline: float) -> list[dict[str, Any]]:
+                deadline: float, env: dict[str, str]) -> list[dict[str, Any]]:
     chat = "/v1/chat/completions"
     argv = {"guarded": h.sasa_serve_argv(setup["model"], setup["probe"]), "unguarded": h.plain_serve_argv(setup["model"])}
-    servers = {series: h.ServerProcess(args, root / f"{name}-{series}.log") for series, args in argv.items()}
+    servers = {series: h.ServerProcess(args, root / f"{name}-{series}.log", env) for series, args in argv.items()}
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
         for server in servers.values():
@@ -142,8 +152,10 @@ def bench_model(name: str, setup: dict[str, Any], root: Path, rounds: int, per_c
         records.append({
             "model": name, "series": series, "concurrency": clients, "rounds": len(results), "requests": requests,
             "failures": sum(res["failures"] for res in results),
-            "requests_per_s": requests / sum(res["wall_s"] for res in results),
+            "requests_per_s": R.quantile([res["requests"] / res["wall_s"] for res in results], 0.5),
+            "requests_per_s_pooled": requests / sum(res["wall_s"] for res in results),
             "ttft_p50_ms": 1e3 * R.quantile(ttfts, 0.5), "ttft_p99_ms": 1e3 * R.quantile(ttfts, 0.99),
+            "loadavg": sum(res["loadavg"] for res in results) / len(results),
         })
     return records
 
@@ -192,9 +204,11 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per model (each: every concurrency, both series)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per model (each: every concurrency, both series)")
     parser.add_argument("--per-client", type=int, default=2, help="requests each client sends per round")
-    parser.add_argument("--budget-s", type=float, default=600.0, help="no round starts after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="no round starts after this many seconds")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        help="OMP_WAIT_POLICY of both servers ('' leaves it unset: OpenMP's default)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.per_client < 1:
@@ -210,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             setup = MODELS[name](root)
             print(f"{name}: {setup['what']}", flush=True)
-            records += bench_model(name, setup, root, args.rounds, args.per_client, deadline)
+            env = {"OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else {}
+            records += bench_model(name, setup, root, args.rounds, args.per_client, deadline, env)
     add_ratios(records)
     info.update({"wall_s": round(time.monotonic() - started, 1), "loadavg_end": R.load_average(),
-                 "concurrency": list(CONCURRENCY), "rounds": args.rounds, "per_client": args.per_client})
+                 "concurrency": list(CONCURRENCY), "rounds": args.rounds, "per_client": args.per_client,
+                 "omp_wait_policy": args.omp_wait_policy or "(unset)"})
     R.write_csv(out / "serve.csv", records, first=("model", "series", "concurrency"))
     R.write_json(out / "serve_machine.json", info)
     plot(records, out / "serve.png")
