@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,9 +67,12 @@ def world(tmp_path_factory):
     if batching:
         argv["batching"] = h.sasa_serve_argv(root / "text", mixed, "--continuous-batching")
     servers = {name: h.ServerProcess(args, root / f"{name}.log") for name, args in argv.items()}
+    # Expected not to start: the text model's probe on the organism (see its test).
+    servers["mismatch"] = h.ServerProcess(h.sasa_serve_argv(organism.MODEL_DIR, mixed), root / "mismatch.log")
     try:
-        for server in servers.values():
-            server.wait_ready(timeout=180)
+        for name, server in servers.items():
+            if name != "mismatch":
+                server.wait_ready(timeout=180)
         manifest = organism_rows(root)
         yield {"root": root, "servers": servers, "text": (text_model, text_tokenizer), "organism": manifest,
                "flagged": flagged, "batching": batching, "references": {}}
@@ -346,6 +348,14 @@ def test_an_unguarded_model_process_answers_nothing(world):
     contents = [c.get("delta", {}).get("content") for e in events if isinstance(e, dict) for c in e.get("choices", [])]
     assert not any(contents), events
     assert status >= 400 or any(isinstance(e, dict) and "error" in e for e in events)
+
+
+def test_a_guard_that_cannot_apply_stops_the_server_from_starting(world):
+    """The model's process could not guard its model (a probe of another model): the server never
+    listens, and the command exits 2 saying why."""
+    server = world["servers"]["mismatch"]
+    assert server.process.wait(timeout=180) == 2
+    assert "the server did not start" in server.tail() and "fitted for a different model" in server.tail()
 
 
 def test_no_request_is_generated_before_the_model_process_reports_a_guard(monkeypatch):
