@@ -387,6 +387,19 @@ def test_no_request_is_generated_before_the_model_process_reports_a_guard(monkey
 # --- the command line ------------------------------------------------------------------------------
 
 
+def test_a_server_of_another_design_is_refused_by_name(monkeypatch):
+    """transformers 5.17's server has no ModelLoader (it loads models in the API server's process):
+    sasa serve says so, naming the installed version, instead of serving unguarded."""
+    import transformers
+    import transformers.cli.serving.model_manager as manager
+
+    from sasa._compat import serving_api
+
+    monkeypatch.delattr(manager, "ModelLoader")
+    with pytest.raises(RuntimeError, match=f"transformers {transformers.__version__} serves models another way"):
+        serving_api()
+
+
 def test_cli_refuses_bad_flags_by_name(tmp_path, capsys):
     from sasa import cli, organism
 
