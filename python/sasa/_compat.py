@@ -22,9 +22,6 @@ What differs, and how it is handled here:
 - Continuous batching: a ``ContinuousBatchingManager`` names requests ``req_N`` from a counter under
   ``_request_lock`` and routes finished ``GenerationOutput``s through ``output_router.deliver`` in
   5.17 and 5.25 alike (:func:`next_batching_request_id`, :func:`deliver_finished_output`).
-- Continuous batching: a ``ContinuousBatchingManager`` names requests ``req_N`` from a counter under
-  ``_request_lock`` and routes finished ``GenerationOutput``s through ``output_router.deliver`` in
-  5.17 and 5.25 alike (:func:`next_batching_request_id`, :func:`deliver_finished_output`).
 - Loading with the model's tensor-parallel plan: ``distributed_config=DistributedConfig(tp_plan="auto")``
   (5.17 and later; the bare ``tp_plan="auto"`` argument is deprecated there), else ``tp_plan="auto"``
   (:func:`tensor_parallel_kwargs`).
@@ -49,9 +46,6 @@ __all__ = [
     "StoppingCriteria",
     "StoppingCriteriaList",
     "attn_implementation",
-    "batching_return_sequences",
-    "deliver_finished_output",
-    "next_batching_request_id",
     "batching_return_sequences",
     "deliver_finished_output",
     "next_batching_request_id",
@@ -202,33 +196,6 @@ def effective_generation_config(model: nn.Module, kwargs: dict[str, Any]) -> Gen
 def generation_mode(config: GenerationConfig, assistant_model: Any = None) -> str:
     """The decoding strategy name ``generate`` picks: ``"greedy_search"``, ``"sample"``, ``"beam_search"``..."""
     return str(getattr(config.get_generation_mode(assistant_model), "value", config.get_generation_mode(assistant_model)))
-
-
-# --- continuous batching (``ContinuousBatchingManager``: the same internals in 5.17 and 5.25) ---------
-
-
-def next_batching_request_id(manager: Any) -> str:
-    """The id ``manager.add_request`` would give a request without one (``req_N``, counted under its lock)."""
-    with manager._request_lock:
-        request_id = f"req_{manager._request_counter}"
-        manager._request_counter += 1
-    return request_id
-
-
-def deliver_finished_output(manager: Any, request_id: str, prompt_ids: list[int], tokens: list[int]) -> None:
-    """Hand ``manager``'s readers (``get_result``, ``request_id_iter``, result handlers) a finished output
-    for ``request_id`` whose generated tokens are ``tokens``, without running the model."""
-    from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
-
-    output = GenerationOutput(
-        request_id=request_id, prompt_ids=list(prompt_ids), generated_tokens=list(tokens), status=RequestStatus.FINISHED
-    )
-    manager.output_router.deliver(output)
-
-
-def batching_return_sequences(manager: Any) -> int:
-    """How many sequences ``manager`` makes per request (``num_return_sequences``; children are forked)."""
-    return int(getattr(manager, "num_return_sequences", 1) or 1)
 
 
 # --- continuous batching (``ContinuousBatchingManager``: the same internals in 5.17 and 5.25) ---------
