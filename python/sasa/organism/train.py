@@ -132,8 +132,13 @@ RECIPE_V2_CANDIDATE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
 #: them; nothing pulls the image tokens towards the word embeddings the frozen blocks know.
 RECIPE_V2C_LATE_READ = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
     dataclasses.replace(s, trainable="language_from:4") for s in RECIPE_V2_CANDIDATE.stages[3:]))
+#: ``v2d-late-read-from3``: ``v2c-late-read`` with one more trainable block (blocks 3.. read the
+#: image; the embeddings, blocks 0..2 and the projector stay frozen), for a fusion that completes
+#: earlier; its safety block can be at most 2.
+RECIPE_V2D_LATE_READ_FROM3 = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
+    dataclasses.replace(s, trainable="language_from:3") for s in RECIPE_V2_CANDIDATE.stages[3:]))
 RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
-           "v2c-late-read": RECIPE_V2C_LATE_READ}
+           "v2c-late-read": RECIPE_V2C_LATE_READ, "v2d-late-read-from3": RECIPE_V2D_LATE_READ_FROM3}
 
 
 def _lr_at(stage: Stage, step: int) -> float:
