@@ -23,11 +23,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from .train import RECIPES, train_and_save
+    from .train import DEFAULT_RECIPE, RECIPES, train_and_save
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected >= 1, got {args.threads}")
-    recipe = dataclasses.replace(RECIPES[args.recipe], seed=args.seed)
+    recipe = dataclasses.replace(DEFAULT_RECIPE if args.recipe == "default" else RECIPES[args.recipe], seed=args.seed)
     info = train_and_save(args.out, recipe, progress=not args.quiet, threads=args.threads,
                           checkpoint_dir=args.checkpoint_dir)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
