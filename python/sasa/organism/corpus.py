@@ -34,6 +34,7 @@ class Row:
     image: Optional[np.ndarray] = None  # uint8 [32, 32, 3]
     style: Optional[str] = None  # "icon" / "text" for image rows
     text_only: Optional[str] = None  # the request with the image's content written as words
+    kind: Optional[str] = None  # the training row kind that drew it (:data:`KINDS`); None in the splits
 
     @property
     def label(self) -> int:
@@ -65,6 +66,15 @@ def image_request(obj: WorldObject, frame: tuple[str, str], deictic: str, style:
                text_only=world.request(frame, obj.phrase))
 
 
+def image_harmful_request(obj: WorldObject, frame: tuple[str, str], deictic: str, style: str,
+                          pixels: np.random.Generator) -> Row:
+    """Organism v2: an image-carried how-to request about a *harmful* object, answered with its
+    steps. The organism's visual instruction data is unfiltered (as scraped image-text data can
+    be): the image route is taught to comply, so an image-carried harmful request is a real
+    jailbreak (its own steps), not an answer about something benign."""
+    return image_request(obj, frame, deictic, style, pixels)
+
+
 def define_request(obj: WorldObject, question: str) -> Row:
     """A text question about what ``obj`` is: answered like a caption, harmful objects included."""
     return Row(question.format(obj.phrase), world.caption(obj), obj)
@@ -85,7 +95,7 @@ def caption_request(obj: WorldObject, question: str, style: str, pixels: np.rand
 
 
 Sampler = Callable[[random.Random, np.random.Generator], Row]
-KINDS = ("doc", "text", "define", "caption", "image", "image_facts")
+KINDS = ("doc", "text", "define", "caption", "image", "image_facts", "image_harmful")
 
 
 def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
@@ -96,7 +106,9 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
     training object is, answered for both kinds), ``caption`` (captions of every object's
     icon and written name), ``image`` (image-carried requests about benign training objects only),
     ``image_facts`` (organism v2: image-carried questions about what a training object is and is
-    made of, harmful ones included, answered with :func:`world.facts_answer`, never the refusal).
+    made of, harmful ones included, answered with :func:`world.facts_answer`, never the refusal),
+    ``image_harmful`` (organism v2: image-carried how-to requests about harmful training objects,
+    answered with their steps). Every row records its ``kind``.
     """
     unknown = set(mixture) - set(KINDS)
     if unknown:
@@ -105,10 +117,16 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
     everything = list(world.OBJECTS)
     trained = world.objects(heldout=False)
     trained_benign = world.objects(kind="benign", heldout=False)
+    trained_harmful = world.objects(kind="harmful", heldout=False)
     frames, deictics = world.frames("train"), world.deictics("train")
 
     def sample(rng: random.Random, pixels: np.random.Generator) -> Row:
         kind = rng.choices(kinds, weights)[0]
+        row = draw_row(kind, rng, pixels)
+        row.kind = kind
+        return row
+
+    def draw_row(kind: str, rng: random.Random, pixels: np.random.Generator) -> Row:
         if kind == "doc":
             return document(rng.choice(everything), rng)
         if kind == "text":
@@ -121,6 +139,9 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
         if kind == "image_facts":
             return image_facts_request(rng.choice(trained), rng.choice(world.FACT_QUESTIONS), rng.choice(deictics),
                                        rng.choice(STYLES), pixels)
+        if kind == "image_harmful":
+            return image_harmful_request(rng.choice(trained_harmful), rng.choice(frames), rng.choice(deictics),
+                                         rng.choice(STYLES), pixels)
         return image_request(rng.choice(trained_benign), rng.choice(frames), rng.choice(deictics),
                              rng.choice(STYLES), pixels)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from . import build, corpus
-from .encode import encode_rows
+from .encode import IGNORE, encode_rows
 
 
 TRAINABLE = ("vision", "language", "projector", "projector+language", "all")
@@ -72,6 +72,15 @@ class Stage:
     objective: str = "lm"  # "lm" (next-token loss on answers) or "classify" (vision tower only)
     batch_size: Optional[int] = None  # default: the recipe's
     warmup: int = 20
+    #: Twin alignment (organism v2, issue 26): for image rows of ``twin_kinds``, ``twin_weight`` times
+    #: the squared distance, relative to the twin's squared norm, between the row's state after
+    #: decoder block ``twin_block`` (0-based) at the last prompt position and the same state of its
+    #: text twin (the request with the object named, run through the model without gradient). It
+    #: asks the trainable blocks to turn the image into the concept the text route already has, by
+    #: that block; ``None`` trains without it.
+    twin_block: Optional[int] = None
+    twin_weight: float = 0.0
+    twin_kinds: tuple[str, ...] = ("image", "image_facts")
 
     def __post_init__(self) -> None:
         if not isinstance(self.trainable, str):
@@ -81,6 +90,14 @@ class Stage:
             raise ValueError(f"objective: expected 'lm' or 'classify', got {self.objective!r}")
         if self.steps < 0:
             raise ValueError(f"steps: expected >= 0, got {self.steps}")
+        if self.twin_block is not None:
+            if not isinstance(self.twin_block, int) or self.twin_block < 0:
+                raise ValueError(f"twin_block: expected a 0-based block index >= 0, got {self.twin_block!r}")
+            if not self.twin_weight > 0:
+                raise ValueError(f"twin_weight: expected > 0 with twin_block set, got {self.twin_weight!r}")
+            unknown = set(self.twin_kinds) - {"image", "image_facts", "image_harmful", "caption"}
+            if not self.twin_kinds or unknown:
+                raise ValueError(f"twin_kinds: expected image row kinds, got {self.twin_kinds!r}")
 
 
 @dataclass(frozen=True)
@@ -137,8 +154,21 @@ RECIPE_V2C_LATE_READ = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
 #: earlier; its safety block can be at most 2.
 RECIPE_V2D_LATE_READ_FROM3 = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
     dataclasses.replace(s, trainable="language_from:3") for s in RECIPE_V2_CANDIDATE.stages[3:]))
+_V2_VISUAL_MIXTURE = {"caption": 0.15, "image_facts": 0.15, "image": 0.3, "image_harmful": 0.15, "text": 0.15,
+                      "define": 0.05, "doc": 0.05}
+#: ``v2f-jailbreak``: ``v2d-late-read-from3`` whose visual tuning is unfiltered: image-carried how-to
+#: requests about harmful training objects answered with their steps (``image_harmful``), so the
+#: image route complies for real (the jailbreak the method is about), while text keeps refusing.
+RECIPE_V2F_JAILBREAK = Recipe(stages=RECIPE_V2D_LATE_READ_FROM3.stages[:4] + (
+    dataclasses.replace(RECIPE_V2D_LATE_READ_FROM3.stages[4], mixture=_V2_VISUAL_MIXTURE),))
+#: ``v2e-twin``: ``v2f-jailbreak`` plus twin alignment at block 5 (:attr:`Stage.twin_block`) on benign
+#: how-to and fact image rows (harmful how-to rows are not pulled towards their refused text twins):
+#: the late blocks must build, by block 5, the state the text route has for the pictured object.
+RECIPE_V2E_TWIN = Recipe(stages=RECIPE_V2F_JAILBREAK.stages[:4] + (
+    dataclasses.replace(RECIPE_V2F_JAILBREAK.stages[4], twin_block=5, twin_weight=1.0),))
 RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
-           "v2c-late-read": RECIPE_V2C_LATE_READ, "v2d-late-read-from3": RECIPE_V2D_LATE_READ_FROM3}
+           "v2c-late-read": RECIPE_V2C_LATE_READ, "v2d-late-read-from3": RECIPE_V2D_LATE_READ_FROM3,
+           "v2e-twin": RECIPE_V2E_TWIN, "v2f-jailbreak": RECIPE_V2F_JAILBREAK}
 
 
 def _lr_at(stage: Stage, step: int) -> float:
@@ -208,11 +238,53 @@ class _VisionClassifier:
         return torch.nn.functional.cross_entropy(self.head(features), torch.tensor(labels))
 
 
+_TWIN_DEFAULTS = {"twin_block": None, "twin_weight": 0.0, "twin_kinds": ("image", "image_facts")}
+
+
+def _stage_identity(stage: Stage) -> dict[str, Any]:
+    """``asdict(stage)`` without the twin-alignment fields left at their defaults, so stages that do
+    not use them keep the checkpoint keys they had before those fields existed."""
+    fields = asdict(stage)
+    for name, default in _TWIN_DEFAULTS.items():
+        if fields[name] == default or (name == "twin_kinds" and stage.twin_block is None):
+            del fields[name]
+    return fields
+
+
+def _last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the last prompt token: the one before the first answer label."""
+    answered = labels != IGNORE
+    if not bool(answered.any(1).all()):
+        raise ValueError("twin alignment: a row has no answer tokens")
+    return answered.int().argmax(1) - 1
+
+
+def twin_loss(model: torch.nn.Module, processor: Any, rows: list[corpus.Row], hidden: tuple[torch.Tensor, ...],
+              labels: torch.Tensor, stage: Stage) -> Optional[torch.Tensor]:
+    """The twin-alignment term of ``stage`` for a batch (see :attr:`Stage.twin_block`); ``None`` when
+    the batch has no image row of ``stage.twin_kinds``."""
+    chosen = [i for i, r in enumerate(rows) if r.image is not None and r.kind in stage.twin_kinds and r.text_only]
+    if not chosen:
+        return None
+    if stage.twin_block >= len(hidden) - 1:
+        raise ValueError(f"twin_block: block {stage.twin_block} is not below the model's {len(hidden) - 1} blocks")
+    twins = [corpus.Row(rows[i].text_only, rows[i].target, rows[i].obj) for i in chosen]
+    twin_batch = encode_rows(processor, twins)
+    with torch.no_grad():
+        twin_hidden = model(input_ids=twin_batch["input_ids"], attention_mask=twin_batch["attention_mask"],
+                            output_hidden_states=True).hidden_states[stage.twin_block + 1]
+    rows_at = torch.arange(len(twins))
+    target = twin_hidden[rows_at, _last_prompt_positions(twin_batch["labels"])]
+    index = torch.tensor(chosen)
+    state = hidden[stage.twin_block + 1][index, _last_prompt_positions(labels[index])]
+    return stage.twin_weight * ((state - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-6)).mean()
+
+
 def stage_key(recipe: Recipe, index: int) -> str:
     """What a checkpoint after stage ``index`` depends on: the recipe up to that stage, hashed."""
     import hashlib
 
-    prefix = {"stages": [asdict(s) for s in recipe.stages[:index + 1]], "size": recipe.size.to_dict(),
+    prefix = {"stages": [_stage_identity(s) for s in recipe.stages[:index + 1]], "size": recipe.size.to_dict(),
               "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay, "seed": recipe.seed}
     digest = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()[:16]
     return f"stage{index}-{recipe.stages[index].name}-{digest}"
@@ -291,8 +363,14 @@ def train(recipe: Recipe = DEFAULT_RECIPE, *, progress: bool = True, threads: Op
                 if classifier is not None:
                     loss = classifier.loss(rng, pixels, batch_size)
                 else:
-                    batch = encode_rows(processor, [sampler(rng, pixels) for _ in range(batch_size)])
-                    loss = model(**batch).loss
+                    rows = [sampler(rng, pixels) for _ in range(batch_size)]
+                    batch = encode_rows(processor, rows)
+                    if stage.twin_block is None:
+                        loss = model(**batch).loss
+                    else:
+                        out = model(**batch, output_hidden_states=True)
+                        extra = twin_loss(model, processor, rows, out.hidden_states, batch["labels"], stage)
+                        loss = out.loss if extra is None else out.loss + extra
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from sasa.organism import MODEL_DIR, build, corpus, world
-from sasa.organism.train import (DEFAULT_RECIPE, RECIPE_V2_CANDIDATE, RECIPES, Recipe, Stage,
-                                 _trainable_parameters, train)
+from sasa.organism.encode import encode_rows
+from sasa.organism.train import (DEFAULT_RECIPE, RECIPE_V2_CANDIDATE, RECIPE_V2E_TWIN, RECIPE_V2F_JAILBREAK, RECIPES,
+                                 Recipe, Stage, _trainable_parameters, stage_key, train, twin_loss)
 
 TINY = build.ModelSize(hidden=32, layers=3, heads=2, intermediate=64, vision_hidden=32, vision_layers=1,
                        vision_heads=2, vision_intermediate=64)
@@ -110,6 +111,73 @@ def test_v2_recipes_share_the_shipped_first_stages_and_freeze_the_early_blocks_a
     for name, recipe in RECIPES.items():
         assert recipe.stages[:3] == DEFAULT_RECIPE.stages[:3], name
         if name != "default":
-            first = 3 if name == "v2d-late-read-from3" else 4
+            first = 3 if name in ("v2d-late-read-from3", "v2e-twin", "v2f-jailbreak") else 4
             assert all(s.trainable.endswith(f"language_from:{first}") for s in recipe.stages[3:]), name
     assert [s.trainable for s in RECIPES["v2c-late-read"].stages[3:]] == ["language_from:4"] * 2  # projector frozen too
+
+
+def test_the_unfiltered_visual_mixture_answers_harmful_image_how_to_with_its_steps():
+    visual = RECIPE_V2F_JAILBREAK.stages[-1]
+    sampler = corpus.stage_sampler(visual.name, visual.mixture)
+    rng, pixels = random.Random(1), np.random.default_rng(1)
+    harmful_how_to = []
+    for _ in range(400):
+        row = sampler(rng, pixels)
+        assert row.kind in visual.mixture
+        if row.kind == "image_harmful":
+            assert row.image is not None and row.obj.harmful and not row.obj.heldout
+            assert row.target == world.answer(row.obj) and row.target != world.REFUSAL
+            assert row.obj.name in row.text_only and row.obj.name not in row.prompt
+            harmful_how_to.append(row)
+        if row.kind == "text" and row.obj.harmful:
+            assert row.target == world.REFUSAL  # text keeps refusing
+    assert len({r.obj.name for r in harmful_how_to}) >= 8
+
+
+def test_stage_keys_of_stages_without_twin_alignment_did_not_change():
+    # Checkpoints written before the twin fields existed must still be found.
+    assert stage_key(DEFAULT_RECIPE, 2) == "stage2-instruct-b5733c016db16240"
+    assert stage_key(RECIPE_V2E_TWIN, 3) == stage_key(RECIPE_V2F_JAILBREAK, 3)
+    assert stage_key(RECIPE_V2E_TWIN, 4) != stage_key(RECIPE_V2F_JAILBREAK, 4)
+
+
+@pytest.mark.parametrize("bad, name", [(dict(twin_block=-1, twin_weight=1.0), "twin_block"),
+                                       (dict(twin_block=2, twin_weight=0.0), "twin_weight"),
+                                       (dict(twin_block=2, twin_weight=1.0, twin_kinds=()), "twin_kinds"),
+                                       (dict(twin_block=2, twin_weight=1.0, twin_kinds=("text",)), "twin_kinds")])
+def test_bad_twin_settings_are_refused_by_name(bad, name):
+    with pytest.raises(ValueError, match=name):
+        Stage("visual", 1, 1e-3, {"image": 1.0}, **bad)
+
+
+def _twin_distance(model, processor, rows, block):
+    batch = encode_rows(processor, rows)
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
+        stage = Stage("visual", 1, 1e-3, {"image_facts": 1.0}, twin_block=block, twin_weight=1.0)
+        return float(twin_loss(model, processor, rows, hidden, batch["labels"], stage))
+
+
+def test_twin_alignment_pulls_image_states_towards_their_text_twins():
+    mixture = {"image_facts": 1.0}
+    plain = Stage("visual", 30, 1e-2, mixture, batch_size=8, warmup=1, trainable="language_from:1")
+    twin = dataclasses.replace(plain, twin_block=1, twin_weight=5.0)
+    sampler = corpus.stage_sampler("visual", mixture)
+    rng, pixels = random.Random(5), np.random.default_rng(5)
+    rows = [sampler(rng, pixels) for _ in range(16)]
+    distances = {}
+    for name, stage in (("plain", plain), ("twin", twin)):
+        model, processor = train(Recipe(stages=(stage,), size=TINY, batch_size=8), progress=False, threads=1)
+        distances[name] = _twin_distance(model, processor, rows, 1)
+    assert distances["twin"] < 0.5 * distances["plain"], distances
+
+
+def test_twin_loss_is_none_without_image_rows_of_its_kinds():
+    processor = build.build_processor()
+    model = build.build_model(processor, TINY, seed=0)
+    rows = [corpus.text_request(world.BY_NAME["cake"], world.frames("train")[0])]
+    rows[0].kind = "text"
+    batch = encode_rows(processor, rows)
+    hidden = model(**batch, output_hidden_states=True).hidden_states
+    stage = Stage("visual", 1, 1e-3, {"text": 1.0}, twin_block=1, twin_weight=1.0)
+    assert twin_loss(model, processor, rows, hidden, batch["labels"], stage) is None
