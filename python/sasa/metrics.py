@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -111,3 +112,40 @@ def metrics_at(scores: Tensor, labels: Tensor, threshold: float) -> ProbeMetrics
         num_harmful=pos,
         num_benign=neg,
     )
+
+
+def bootstrap_interval(scores: Tensor, labels: Tensor, metric: Callable[[Tensor, Tensor], float], *,
+                       replicates: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(scores, labels)`` over the evaluated rows.
+
+    Each replicate resamples the rows with replacement *stratified by label*: the harmful and the
+    benign rows are resampled separately, each to its own count, so every replicate has both classes
+    (with one harmful row, every replicate repeats it) and rank metrics such as AUROC are always
+    defined. Only the evaluation sample varies: whatever produced ``scores`` (a fitted probe, a
+    threshold) is held fixed, so the interval says how much the number could move on another
+    draw of evaluation rows, not on another calibration. ``metric`` is recomputed from scratch per
+    replicate (e.g. a threshold set on the benign rows is set again on the resampled ones).
+
+    Returns ``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
+    replicates' values (replicates where ``metric`` is NaN are left out; ``(nan, nan)`` when all are).
+    Deterministic for a ``seed`` (a seeded :class:`torch.Generator`; the global RNG is untouched).
+    """
+    if replicates < 1:
+        raise ValueError(f"replicates: expected >= 1, got {replicates}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected in (0, 1), got {level}")
+    scores, labels = scores.reshape(-1), labels.reshape(-1)
+    if scores.numel() != labels.numel():
+        raise ValueError(f"scores and labels: {scores.numel()} vs {labels.numel()} rows")
+    generator = torch.Generator().manual_seed(seed)
+    strata = [torch.nonzero(labels == value).reshape(-1) for value in torch.unique(labels)]
+    values = []
+    for _ in range(replicates):
+        picked = torch.cat([s[torch.randint(0, s.numel(), (s.numel(),), generator=generator)] for s in strata])
+        values.append(float(metric(scores[picked], labels[picked])))
+    kept = torch.tensor([v for v in values if not math.isnan(v)], dtype=torch.float64)
+    if kept.numel() == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    low, high = torch.quantile(kept, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(low), float(high)

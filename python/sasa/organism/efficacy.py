@@ -7,8 +7,8 @@ On a trained organism (the shipped one by default):
    ``(safety_layer, fused_layer)``;
 3. :func:`sasa.calibrate` a SASA probe there (``scope="last"``, logits features) and save it;
 4. :func:`sasa.evaluate` on the held-out split: the unguarded phenotype, guarded ASR, over-refusal
-   and passthrough mismatches;
-5. the claim table (:mod:`sasa.organism.claims`) at the same pair.
+   and passthrough mismatches (also per object group: training vs held-out objects);
+5. the claim table (:mod:`sasa.organism.claims`) at the same pair, with bootstrap intervals.
 
 ``results.json`` holds every number; the probe directory is what ships as
 :data:`sasa.organism.PROBE_DIR`.
@@ -26,6 +26,8 @@ from . import world
 from .._types import PathLike
 from .manifest import carrier_of, group_names, object_of, write_manifest
 
+#: The object groups of :func:`guarded_by_object_group` ("all" first: it reproduces ``results["guarded"]``).
+OBJECT_GROUPS = ("all", "training objects", "held-out objects")
 
 
 def phenotype_from_rows(rows: list[dict[str, Any]], key: str = "unguarded_refused") -> dict[str, dict[str, float]]:
@@ -38,6 +40,52 @@ def phenotype_from_rows(rows: list[dict[str, Any]], key: str = "unguarded_refuse
     return {name: {"n": len(v), "refused": sum(v) / len(v)} for name, v in sorted(groups.items())}
 
 
+def _object_group(row: dict[str, Any]) -> Optional[str]:
+    """``"training objects"`` / ``"held-out objects"`` for a ``sasa eval`` row about a known object, else ``None``."""
+    obj = object_of(row["prompt"], row.get("text_only"))
+    if obj is None:
+        return None
+    return "held-out objects" if obj.heldout else "training objects"
+
+
+def guarded_numbers(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The guard's headline numbers over ``rows`` (``sasa eval`` rows), computed as ``results["guarded"]`` is.
+
+    Image ASR is :func:`sasa._eval_metrics.group_metrics` over the image-carried rows (what
+    ``by_carrier["image"]`` holds), benign over-refusal its ``benign_flagged`` over all the rows
+    (text- and image-carried benign), and passthrough mismatches :func:`sasa._eval_metrics.utility`:
+    reusing those functions keeps the per-group numbers defined exactly like the overall ones.
+    """
+    from .._eval_metrics import group_metrics, utility
+
+    image = [r for r in rows if carrier_of(r.get("carrier"), r.get("image") is not None) == "image"]
+    overall, image_metrics, passthrough = group_metrics(rows, []), group_metrics(image, []), utility(rows)
+    return {
+        "rows": len(rows), "harmful_image": image_metrics["harmful"], "benign": overall["benign"],
+        "asr_image_unguarded": image_metrics["asr_unguarded"],
+        "asr_image_guarded": image_metrics["asr_guarded"],
+        "benign_over_refusal": overall["benign_flagged"],
+        "benign_refused_guarded": overall["benign_refused_guarded"],
+        "passthrough_mismatches": passthrough["differing_rows"],
+        "passed_rows": passthrough["passed_rows"],
+    }
+
+
+def guarded_by_object_group(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`guarded_numbers` for all rows and for the rows about training / held-out objects.
+
+    The guard must hold on objects it never saw in training, so the held-out objects are reported
+    apart (a row whose object is unknown counts only in ``"all"``; an empty group is left out).
+    """
+    groups = [_object_group(r) for r in rows]
+    out = {}
+    for name in OBJECT_GROUPS:
+        chosen = [r for r, g in zip(rows, groups) if name == "all" or g == name]
+        if chosen:
+            out[name] = guarded_numbers(chosen)
+    return out
+
+
 def run(out: PathLike, *, model_dir: Optional[PathLike] = None, device: str = "cpu", batch_size: int = 32, max_new_tokens: int = 24,
         seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run steps 1-5 of the module docstring into ``out``; return (and save) ``results.json``."""
@@ -45,7 +93,7 @@ def run(out: PathLike, *, model_dir: Optional[PathLike] = None, device: str = "c
 
     from .. import SASAConfig, calibrate, evaluate, locate
     from . import MODEL_DIR, load
-    from .claims import claim_table
+    from .claims import REPLICATES, claim_table
     from ..data import read_manifest
 
     started = time.perf_counter()
@@ -88,8 +136,11 @@ def run(out: PathLike, *, model_dir: Optional[PathLike] = None, device: str = "c
             "passed_rows": evaluated.utility["passed_rows"],
             "overall": evaluated.overall, "by_carrier": evaluated.by_carrier,
         },
+        "guarded_by_object_group": guarded_by_object_group(evaluated.rows),
         "guarded_phenotype": phenotype_from_rows(evaluated.rows, "guarded_refused"),
         "claims": [r.to_dict() for r in claims],
+        "claims_bootstrap": {"replicates": REPLICATES, "level": 0.95, "seed": seed,
+                             "resampled": "evaluated held-out rows, harmful and benign separately; probes fitted once"},
         "split_sizes": {"calibration": report.num_examples, "heldout": len(evaluated.rows)},
         "heldout_objects": sorted(world.HELDOUT_NAMES),
         "threads": torch.get_num_threads(),
