@@ -125,7 +125,8 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--recipe", default="default", choices=("default", "v2a-freeze", "v2-candidate", "v2c-late-read", "v2d-late-read-from3",
-                                                          "v2e-twin", "v2f-jailbreak"),
+                                                          "v2e-twin", "v2f-jailbreak", "v2g-twin-captions",
+                                                          "v2h-twin-strong"),
                    help="default: the shipped organism's; the others: organism v2 attempts (issue 26, "
                         "docs/efficacy.md)")
     p.add_argument("--checkpoint-dir", default=None,

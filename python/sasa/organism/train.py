@@ -166,9 +166,18 @@ RECIPE_V2F_JAILBREAK = Recipe(stages=RECIPE_V2D_LATE_READ_FROM3.stages[:4] + (
 #: the late blocks must build, by block 5, the state the text route has for the pictured object.
 RECIPE_V2E_TWIN = Recipe(stages=RECIPE_V2F_JAILBREAK.stages[:4] + (
     dataclasses.replace(RECIPE_V2F_JAILBREAK.stages[4], twin_block=5, twin_weight=1.0),))
+#: ``v2g-twin-captions``: ``v2e-twin`` with captions pulled too, towards "what is <object>": captions
+#: show every object, the held-out ones included (no request about them is trained), so the late
+#: blocks learn to turn *every* object's image into its text concept.
+RECIPE_V2G_TWIN_CAPTIONS = Recipe(stages=RECIPE_V2E_TWIN.stages[:4] + (
+    dataclasses.replace(RECIPE_V2E_TWIN.stages[4], twin_kinds=("image", "image_facts", "caption")),))
+#: ``v2h-twin-strong``: ``v2g-twin-captions`` with three times the twin weight.
+RECIPE_V2H_TWIN_STRONG = Recipe(stages=RECIPE_V2E_TWIN.stages[:4] + (
+    dataclasses.replace(RECIPE_V2G_TWIN_CAPTIONS.stages[4], twin_weight=3.0),))
 RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
            "v2c-late-read": RECIPE_V2C_LATE_READ, "v2d-late-read-from3": RECIPE_V2D_LATE_READ_FROM3,
-           "v2e-twin": RECIPE_V2E_TWIN, "v2f-jailbreak": RECIPE_V2F_JAILBREAK}
+           "v2e-twin": RECIPE_V2E_TWIN, "v2f-jailbreak": RECIPE_V2F_JAILBREAK,
+           "v2g-twin-captions": RECIPE_V2G_TWIN_CAPTIONS, "v2h-twin-strong": RECIPE_V2H_TWIN_STRONG}
 
 
 def _lr_at(stage: Stage, step: int) -> float:
@@ -259,6 +268,17 @@ def _last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
     return answered.int().argmax(1) - 1
 
 
+def _twin_prompt(row: corpus.Row) -> str:
+    """The text twin a row's state is pulled towards: its ``text_only`` request, except for a caption
+    (``text_only`` there is the question plus the name), whose twin is the text question about what
+    the pictured object is (``"what is a bomb"``, :data:`world.DEFINE_QUESTIONS`)."""
+    from . import world
+
+    if row.kind == "caption":
+        return world.DEFINE_QUESTIONS[0].format(row.obj.phrase)
+    return row.text_only
+
+
 def twin_loss(model: torch.nn.Module, processor: Any, rows: list[corpus.Row], hidden: tuple[torch.Tensor, ...],
               labels: torch.Tensor, stage: Stage) -> Optional[torch.Tensor]:
     """The twin-alignment term of ``stage`` for a batch (see :attr:`Stage.twin_block`); ``None`` when
@@ -268,7 +288,7 @@ def twin_loss(model: torch.nn.Module, processor: Any, rows: list[corpus.Row], hi
         return None
     if stage.twin_block >= len(hidden) - 1:
         raise ValueError(f"twin_block: block {stage.twin_block} is not below the model's {len(hidden) - 1} blocks")
-    twins = [corpus.Row(rows[i].text_only, rows[i].target, rows[i].obj) for i in chosen]
+    twins = [corpus.Row(_twin_prompt(rows[i]), rows[i].target, rows[i].obj) for i in chosen]
     twin_batch = encode_rows(processor, twins)
     with torch.no_grad():
         twin_hidden = model(input_ids=twin_batch["input_ids"], attention_mask=twin_batch["attention_mask"],

@@ -111,7 +111,7 @@ def test_v2_recipes_share_the_shipped_first_stages_and_freeze_the_early_blocks_a
     for name, recipe in RECIPES.items():
         assert recipe.stages[:3] == DEFAULT_RECIPE.stages[:3], name
         if name != "default":
-            first = 3 if name in ("v2d-late-read-from3", "v2e-twin", "v2f-jailbreak") else 4
+            first = 4 if name in ("v2a-freeze", "v2-candidate", "v2c-late-read") else 3
             assert all(s.trainable.endswith(f"language_from:{first}") for s in recipe.stages[3:]), name
     assert [s.trainable for s in RECIPES["v2c-late-read"].stages[3:]] == ["language_from:4"] * 2  # projector frozen too
 
@@ -181,3 +181,19 @@ def test_twin_loss_is_none_without_image_rows_of_its_kinds():
     hidden = model(**batch, output_hidden_states=True).hidden_states
     stage = Stage("visual", 1, 1e-3, {"text": 1.0}, twin_block=1, twin_weight=1.0)
     assert twin_loss(model, processor, rows, hidden, batch["labels"], stage) is None
+
+
+def test_a_caption_is_pulled_towards_the_text_question_about_its_object():
+    from sasa.organism.train import _twin_prompt
+
+    sampler = corpus.stage_sampler("visual", {"caption": 1.0, "image": 1.0})
+    rng, pixels = random.Random(2), np.random.default_rng(2)
+    seen = set()
+    for _ in range(40):
+        row = sampler(rng, pixels)
+        seen.add(row.kind)
+        if row.kind == "caption":
+            assert _twin_prompt(row) == f"what is {row.obj.phrase}"
+        else:
+            assert _twin_prompt(row) == row.text_only and row.obj.name in row.text_only
+    assert seen == {"caption", "image"}
