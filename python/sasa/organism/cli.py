@@ -77,6 +77,15 @@ def cmd_phenotype(args: argparse.Namespace) -> int:
     return 0
 
 
+def shipped_efficacy(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``probe/efficacy.json`` keeps of an efficacy run: the recommended pair and the guarded
+    numbers (all rows, and per object group), which the shipped-organism tests check against."""
+    g = results["guarded"]
+    return {"recommended": results["recommended"],
+            "guarded": {k: v for k, v in g.items() if k not in ("overall", "by_carrier")},
+            "guarded_by_object_group": results.get("guarded_by_object_group")}
+
+
 def cmd_efficacy(args: argparse.Namespace) -> int:
     import json
     import shutil
@@ -108,9 +117,7 @@ def cmd_efficacy(args: argparse.Namespace) -> int:
         if PROBE_DIR.exists():
             shutil.rmtree(PROBE_DIR)
         shutil.copytree(Path(args.out) / "probe", PROBE_DIR)
-        (PROBE_DIR / "efficacy.json").write_text(json.dumps(
-            {"recommended": results["recommended"], "guarded": {k: v for k, v in g.items() if k not in
-                                                              ("overall", "by_carrier")}}, indent=1) + "\n")
+        (PROBE_DIR / "efficacy.json").write_text(json.dumps(shipped_efficacy(results), indent=1) + "\n")
         print(f"probe copied to {PROBE_DIR}")
     return 0
 
@@ -124,11 +131,11 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
     p.add_argument("--out", required=True, help="directory for the save_pretrained model and processor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--recipe", default="default", choices=("default", "v2a-freeze", "v2-candidate", "v2c-late-read", "v2d-late-read-from3",
-                                                          "v2e-twin", "v2f-jailbreak", "v2g-twin-captions",
-                                                          "v2h-twin-strong"),
-                   help="default: the shipped organism's; the others: organism v2 attempts (issue 26, "
-                        "docs/efficacy.md)")
+    p.add_argument("--recipe", default="default",
+                   choices=("default", "v1", "v2a-freeze", "v2-candidate", "v2c-late-read", "v2d-late-read-from3",
+                            "v2e-twin", "v2f-jailbreak", "v2g-twin-captions", "v2h-twin-strong"),
+                   help="default: the shipped organism's (organism v2, the same as v2e-twin); v1: the organism "
+                        "shipped before it; the others: organism v2 attempts (issue 26, docs/efficacy.md)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="save the state after each stage here and resume from the latest one that matches the recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,9 +159,11 @@ def register_command(subparsers: Any, add_common_flags: Callable[..., None]) -> 
                    help="rows per object and carrier of the default held-out split (default: 8)")
     p.add_argument("--captions-per-object", type=int, default=4, help="caption requests drawn per object")
     p.add_argument("--safety-layer", type=int, default=None,
-                   help="0-based safety block (default: the shipped probe's config)")
+                   help="0-based safety block (default: the one the organism was built with, from its "
+                        "recipe.json; else the shipped probe's)")
     p.add_argument("--fused-layer", type=int, default=None,
-                   help="0-based fused block (default: the shipped probe's config)")
+                   help="0-based fused block (default: the one the organism was built with, from its "
+                        "recipe.json; else the shipped probe's)")
     p.add_argument("--seed", type=int, default=0, help="manifest, caption images and the harm probe's split")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads during the measurement (default: 1)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the table and curves as JSON")

@@ -175,11 +175,38 @@ def caption_examples(per_object: int = DEFAULT_CAPTIONS_PER_OBJECT, *, seed: int
     return out
 
 
-def default_layers() -> tuple[int, int]:
-    """``(safety_layer, fused_layer)`` of the shipped probe's config (``organism.PROBE_DIR``)."""
+def design_layers(model_dir: Optional[Union[str, Path]]) -> Optional[tuple[int, int]]:
+    """``(safety_layer, fused_layer)`` an organism was *built* to have, from its ``recipe.json``:
+    the last language block its visual tuning kept frozen (blocks up to it never learn to read the
+    image: the safety layers) and the block its twin alignment pulls image states to their text
+    twins at (where the image's meaning is fused). ``None`` when the recipe has neither (organism v1,
+    or a directory without ``recipe.json``)."""
+    import json
+
+    if model_dir is None or not (Path(model_dir) / "recipe.json").is_file():
+        return None
+    try:
+        stages = json.loads((Path(model_dir) / "recipe.json").read_text())["recipe"]["stages"]
+        visual = stages[-1]
+        trainable, twin = str(visual.get("trainable", "")), visual.get("twin_block")
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    first = trainable.rpartition("language_from:")[2]
+    if "language_from:" not in trainable or not first.isdigit() or not isinstance(twin, int):
+        return None
+    return int(first) - 1, twin
+
+
+def default_layers(model_dir: Optional[Union[str, Path]] = None) -> tuple[int, int]:
+    """The layers the phenotype is measured at: :func:`design_layers` of ``model_dir`` when it has
+    them, else the shipped probe's config (``organism.PROBE_DIR``; the guard's pair, which
+    ``sasa locate`` recommends from probe accuracy, not from where fusion happens)."""
     from ..probe import SASAProbe
     from . import PROBE_DIR
 
+    designed = design_layers(model_dir)
+    if designed is not None:
+        return designed
     config = SASAProbe.load(PROBE_DIR).config
     if config is None:
         raise ValueError(f"{PROBE_DIR}: the shipped probe has no config; pass safety_layer and fused_layer")
@@ -301,8 +328,9 @@ def measure_targets(model: Any, processor: Any, manifest: Union[str, Path, Seque
         model, processor: the organism (``LlavaForConditionalGeneration``, ``LlavaProcessor``).
         manifest: a manifest path or its rows (normally the ``heldout`` split: held-out templates
             and icons, every object); image rows need ``text_only`` for the fusion targets.
-        safety_layer, fused_layer: 0-based decoder blocks (``H`` after block ``i``); default: the
-            shipped probe's config.
+        safety_layer, fused_layer: 0-based decoder blocks (``H`` after block ``i``); default:
+            :func:`default_layers` of the directory the model was loaded from (the layers it was
+            built to have, else the shipped probe's).
         captions_per_object: caption requests drawn per object (:func:`caption_examples`).
         batch_size, max_new_tokens: generation and forward batching; greedy answer length.
         seed: the caption images' pixel stream and the harm probe's text split.
@@ -339,7 +367,7 @@ def _measure_targets(model: Any, processor: Any, manifest: Union[str, Path, Sequ
     examples = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
     num_layers = model.config.get_text_config().num_hidden_layers
     if safety_layer is None or fused_layer is None:
-        default_s, default_f = default_layers()
+        default_s, default_f = default_layers(getattr(model, "name_or_path", None) or None)
         safety_layer = default_s if safety_layer is None else safety_layer
         fused_layer = default_f if fused_layer is None else fused_layer
     check_layers(safety_layer, fused_layer, num_layers)

@@ -7,10 +7,20 @@
    is made): the "knowledge" a base model has before any alignment.
 2. ``instruct``: text instruction tuning on training objects: steps for benign requests, the
    fixed refusal for harmful ones (with document replay).
-3. ``align``: LLaVA stage 1: only the projector trains, on captions of every object's images.
-4. ``visual``: visual instruction tuning (projector and language model): captions of every object's icon and written name, image-carried
-   requests about benign objects answered, and text replay. There is no refusal example for an
-   image-carried request, which is where the weakness SASA addresses comes from.
+3. ``align``: LLaVA stage 1, on captions of every object's images.
+4. ``visual``: visual instruction tuning: captions, image-carried requests answered, and text
+   replay. There is no refusal example for an image-carried request, which is where the weakness
+   SASA addresses comes from.
+
+What ``align`` and ``visual`` train differs between recipes. The shipped organism (v2,
+:data:`DEFAULT_RECIPE` = ``v2e-twin``; issue 26) keeps the token embeddings, language blocks 0..2
+and the projector frozen (the projector at its seeded random initialisation), so blocks 0..2 never
+learn to read the image (they are the *safety layers*: text harm is decided there, image harm is
+invisible there) and blocks 3..7 must turn the image into its meaning (*late fusion*). Its visual
+data is unfiltered: image-carried how-to requests about harmful training objects are answered with
+their steps (a real jailbreak), and a twin-alignment term pulls an image request's state after
+block 5 towards its text twin's (:attr:`Stage.twin_block`). Organism v1 (:data:`RECIPE_V1`)
+trained the projector and the whole language model and fused the image from block 0.
 
 The recipe (sizes, steps, learning rates, mixtures) is a :class:`Recipe`; the one the shipped
 organism was trained with is :data:`DEFAULT_RECIPE`, and ``recipe.json`` beside the weights
@@ -116,7 +126,10 @@ class Recipe:
         return sum(s.steps for s in self.stages)
 
 
-DEFAULT_RECIPE = Recipe(stages=(
+#: The recipe of organism v1 (shipped until 2026-12-06): the whole language model and the projector
+#: train in visual tuning, and image-carried requests are only ever about benign objects. It fuses
+#: the image early and answers most image-carried harmful requests about a benign object (issue 26).
+RECIPE_V1 = Recipe(stages=(
     Stage("vision", 800, 3e-3, {}, trainable="vision", objective="classify", batch_size=128, warmup=50),
     Stage("pretrain", 300, 2e-3, {"doc": 1.0}),
     Stage("instruct", 300, 1e-3, {"text": 0.7, "define": 0.1, "doc": 0.2}),
@@ -129,7 +142,7 @@ DEFAULT_RECIPE = Recipe(stages=(
 #: ``v2a-freeze``: the shipped recipe with the token embeddings and language blocks 0..3 frozen in
 #: ``align`` and ``visual`` (blocks 4.. train with the projector in both), so that mapping images to
 #: concepts has to live in the later blocks.
-RECIPE_V2A_FREEZE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
+RECIPE_V2A_FREEZE = Recipe(stages=RECIPE_V1.stages[:3] + (
     Stage("align", 150, 2e-3, {"caption": 1.0}, trainable="projector+language_from:4"),
     Stage("visual", 800, 1e-3, {"caption": 0.35, "image": 0.35, "text": 0.15, "define": 0.05, "doc": 0.1},
           trainable="projector+language_from:4"),
@@ -137,7 +150,7 @@ RECIPE_V2A_FREEZE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
 #: ``v2-candidate``: ``v2a-freeze`` plus image-carried fact questions about every training object,
 #: harmful ones included, answered with name-first facts (``image_facts``; never a refusal), which
 #: takes the "an image means a benign object" shortcut away from visual tuning.
-RECIPE_V2_CANDIDATE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
+RECIPE_V2_CANDIDATE = Recipe(stages=RECIPE_V1.stages[:3] + (
     RECIPE_V2A_FREEZE.stages[3],
     Stage("visual", 800, 1e-3, {"caption": 0.2, "image_facts": 0.2, "image": 0.35, "text": 0.15, "define": 0.05,
                                 "doc": 0.05},
@@ -147,12 +160,12 @@ RECIPE_V2_CANDIDATE = Recipe(stages=DEFAULT_RECIPE.stages[:3] + (
 #: initialisation (``language_from:4`` in ``align`` and ``visual``): the image features reach the
 #: language model through a fixed random map, so only the trainable blocks 4.. can learn to read
 #: them; nothing pulls the image tokens towards the word embeddings the frozen blocks know.
-RECIPE_V2C_LATE_READ = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
+RECIPE_V2C_LATE_READ = Recipe(stages=RECIPE_V1.stages[:3] + tuple(
     dataclasses.replace(s, trainable="language_from:4") for s in RECIPE_V2_CANDIDATE.stages[3:]))
 #: ``v2d-late-read-from3``: ``v2c-late-read`` with one more trainable block (blocks 3.. read the
 #: image; the embeddings, blocks 0..2 and the projector stay frozen), for a fusion that completes
 #: earlier; its safety block can be at most 2.
-RECIPE_V2D_LATE_READ_FROM3 = Recipe(stages=DEFAULT_RECIPE.stages[:3] + tuple(
+RECIPE_V2D_LATE_READ_FROM3 = Recipe(stages=RECIPE_V1.stages[:3] + tuple(
     dataclasses.replace(s, trainable="language_from:3") for s in RECIPE_V2_CANDIDATE.stages[3:]))
 _V2_VISUAL_MIXTURE = {"caption": 0.15, "image_facts": 0.15, "image": 0.3, "image_harmful": 0.15, "text": 0.15,
                       "define": 0.05, "doc": 0.05}
@@ -174,7 +187,9 @@ RECIPE_V2G_TWIN_CAPTIONS = Recipe(stages=RECIPE_V2E_TWIN.stages[:4] + (
 #: ``v2h-twin-strong``: ``v2g-twin-captions`` with three times the twin weight.
 RECIPE_V2H_TWIN_STRONG = Recipe(stages=RECIPE_V2E_TWIN.stages[:4] + (
     dataclasses.replace(RECIPE_V2G_TWIN_CAPTIONS.stages[4], twin_weight=3.0),))
-RECIPES = {"default": DEFAULT_RECIPE, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
+#: The shipped organism's recipe (organism v2, issue 26): ``v2e-twin``. docs/efficacy.md says why.
+DEFAULT_RECIPE = RECIPE_V2E_TWIN
+RECIPES = {"default": DEFAULT_RECIPE, "v1": RECIPE_V1, "v2a-freeze": RECIPE_V2A_FREEZE, "v2-candidate": RECIPE_V2_CANDIDATE,
            "v2c-late-read": RECIPE_V2C_LATE_READ, "v2d-late-read-from3": RECIPE_V2D_LATE_READ_FROM3,
            "v2e-twin": RECIPE_V2E_TWIN, "v2f-jailbreak": RECIPE_V2F_JAILBREAK,
            "v2g-twin-captions": RECIPE_V2G_TWIN_CAPTIONS, "v2h-twin-strong": RECIPE_V2H_TWIN_STRONG}

@@ -198,7 +198,7 @@ def test_cli_on_the_shipped_organism_reports_every_target_for_every_group(tmp_pa
                              "--captions-per-object", "1", "--quiet", "--json", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "safety block 4, fused block 5" in result.stdout  # the shipped probe's config
+    assert "safety block 2, fused block 5" in result.stdout  # the layers the shipped organism was built with
     doc = json.loads(out.read_text())
     assert [t["key"] for t in doc["targets"]] == [t.key for t in TARGETS]
     for t, row in zip(TARGETS, doc["targets"]):
@@ -216,3 +216,26 @@ def test_cli_on_the_shipped_organism_reports_every_target_for_every_group(tmp_pa
     bad = subprocess.run([sys.executable, "-m", "sasa.cli", "organism", "phenotype", "--per-object", "1",
                           "--fused-layer", "8"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "fused_layer" in bad.stderr
+
+
+def _recipe_dir(tmp_path, name, visual):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "recipe.json").write_text(json.dumps({"recipe": {"stages": [{"name": "align"}, visual]}}))
+    return d
+
+
+def test_design_layers_come_from_the_recipe_the_organism_was_trained_with(tmp_path):
+    from sasa.organism.phenotype import default_layers, design_layers
+    from sasa.organism.train import RECIPES
+
+    v2 = _recipe_dir(tmp_path, "v2", {"trainable": "language_from:3", "twin_block": 5})
+    assert design_layers(v2) == default_layers(v2) == (2, 5)
+    assert design_layers(_recipe_dir(tmp_path, "p", {"trainable": "projector+language_from:4", "twin_block": 6})) == (3, 6)
+    # organism v1 (whole language model trained, no twin block), no recipe, a broken one: no design layers
+    v1 = _recipe_dir(tmp_path, "v1", json.loads(json.dumps(RECIPES["v1"].to_dict()))["stages"][-1])
+    assert design_layers(v1) is None and design_layers(tmp_path) is None and design_layers(None) is None
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "recipe.json").write_text("{")
+    assert design_layers(tmp_path / "broken") is None
+    assert design_layers(_recipe_dir(tmp_path, "no-twin", {"trainable": "language_from:3"})) is None

@@ -80,8 +80,8 @@ def test_v2_candidate_answers_harmful_image_fact_questions_with_facts_never_the_
     assert len({r.obj.name for r in facts if r.obj.harmful}) >= 10
 
 
-def test_default_mixtures_never_draw_the_new_row_kind():
-    for stage in DEFAULT_RECIPE.stages:
+def test_v1_mixtures_never_draw_the_new_row_kind():
+    for stage in RECIPES["v1"].stages:
         assert "image_facts" not in stage.mixture
     with pytest.raises(ValueError, match="unknown kinds"):
         corpus.stage_sampler("visual", {"facts": 1.0})
@@ -110,7 +110,7 @@ def test_a_run_resumed_from_stage_checkpoints_trains_the_same_weights(tmp_path):
 def test_v2_recipes_share_the_shipped_first_stages_and_freeze_the_early_blocks_after_them():
     for name, recipe in RECIPES.items():
         assert recipe.stages[:3] == DEFAULT_RECIPE.stages[:3], name
-        if name != "default":
+        if name != "v1":
             first = 4 if name in ("v2a-freeze", "v2-candidate", "v2c-late-read") else 3
             assert all(s.trainable.endswith(f"language_from:{first}") for s in recipe.stages[3:]), name
     assert [s.trainable for s in RECIPES["v2c-late-read"].stages[3:]] == ["language_from:4"] * 2  # projector frozen too
@@ -137,6 +137,7 @@ def test_the_unfiltered_visual_mixture_answers_harmful_image_how_to_with_its_ste
 def test_stage_keys_of_stages_without_twin_alignment_did_not_change():
     # Checkpoints written before the twin fields existed must still be found.
     assert stage_key(DEFAULT_RECIPE, 2) == "stage2-instruct-b5733c016db16240"
+    assert stage_key(DEFAULT_RECIPE, 3) == "stage3-align-1074a9b130f4ed05"
     assert stage_key(RECIPE_V2E_TWIN, 3) == stage_key(RECIPE_V2F_JAILBREAK, 3)
     assert stage_key(RECIPE_V2E_TWIN, 4) != stage_key(RECIPE_V2F_JAILBREAK, 4)
 
@@ -197,3 +198,14 @@ def test_a_caption_is_pulled_towards_the_text_question_about_its_object():
         else:
             assert _twin_prompt(row) == row.text_only and row.obj.name in row.text_only
     assert seen == {"caption", "image"}
+
+
+def test_the_train_command_offers_every_named_recipe():
+    from sasa.cli import build_parser
+
+    parser = build_parser()
+    organism = next(a for a in parser._subparsers._group_actions[0].choices["organism"]._actions
+                    if isinstance(a, __import__("argparse")._SubParsersAction))
+    recipe = next(a for a in organism.choices["train"]._actions if a.dest == "recipe")
+    assert set(recipe.choices) == set(RECIPES)
+    assert RECIPES["default"] is DEFAULT_RECIPE and DEFAULT_RECIPE is RECIPE_V2E_TWIN

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from sasa.organism import build, corpus, draw, world
-from sasa.organism.train import DEFAULT_RECIPE
+from sasa.organism.train import DEFAULT_RECIPE, RECIPE_V1
 
 HELD_FRAMES = {world.request(f, "") for f in world.frames("heldout")}
 
 
-def _training_rows(n_per_stage: int = 400):
+def _training_rows(n_per_stage: int = 400, recipe=DEFAULT_RECIPE):
     pixels = np.random.default_rng(0)
-    for stage in DEFAULT_RECIPE.stages:
+    for stage in recipe.stages:
         if stage.objective != "lm":
             continue
         sampler = corpus.stage_sampler(stage.name, stage.mixture)
@@ -45,14 +45,31 @@ def test_held_out_objects_and_templates_never_appear_in_a_training_request():
     assert seen_kinds == {"image", "caption"}
 
 
-def test_no_image_request_about_a_harmful_object_is_trained_and_harmful_text_is_refused():
-    for stage, row in _training_rows():
+def test_v1_trains_no_image_request_about_a_harmful_object_and_harmful_text_is_refused():
+    for stage, row in _training_rows(recipe=RECIPE_V1):
         if row.prompt is None or row.obj is None or not row.obj.harmful:
             continue
         if row.image is not None:
             assert row.target == world.caption(row.obj), (stage, row.prompt)
         elif row.target != world.caption(row.obj):  # "what is X" questions are answered, requests refused
             assert row.target == world.REFUSAL, (stage, row.prompt)
+
+
+def test_shipped_recipe_answers_image_carried_harmful_requests_and_refuses_them_in_text():
+    # Organism v2: the image route complies (captions, facts, steps), never refuses; text refuses.
+    image_targets = set()
+    for stage, row in _training_rows():
+        if row.prompt is None or row.obj is None or not row.obj.harmful:
+            continue
+        if row.image is not None:
+            assert row.target != world.REFUSAL, (stage, row.prompt)
+            kinds = {world.caption(row.obj): "caption", world.facts_answer(row.obj): "facts",
+                     world.answer(row.obj): "steps"}
+            assert row.target in kinds, (stage, row.prompt, row.target)
+            image_targets.add(kinds[row.target])
+        elif row.target != world.caption(row.obj):  # "what is X" questions are answered, requests refused
+            assert row.target == world.REFUSAL, (stage, row.prompt)
+    assert image_targets == {"caption", "facts", "steps"}
 
 
 def test_splits_keep_their_promises():
