@@ -41,6 +41,7 @@ _FAMILIES = (
     Family("qwen2_5_vl"),
     Family("idefics3"),
     Family("gemma3", norm_offset=1.0, llama_norm_numerics=False),
+    Family("qwen3_moe"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

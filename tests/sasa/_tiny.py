@@ -47,11 +47,16 @@ class Tiny:
     def to(self, dtype: torch.dtype) -> "Tiny":
         """A deep copy in another dtype (inputs' float tensors converted too)."""
         model = copy.deepcopy(self.model).to(dtype)
+        if dtype == torch.float64 and self.family in ROUTERS:
+            # The default grouped-matmul experts take float32/bfloat16/float16 only; the float64
+            # truth runs the same experts one at a time (the model's own eager implementation).
+            model.set_experts_implementation("eager")
 
         def conv(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
 
-        return Tiny(self.family, model, conv(self.left), conv(self.right), self.safety_layer, self.fused_layer)
+        return Tiny(self.family, model, conv(self.left), conv(self.right), self.safety_layer, self.fused_layer,
+                    dict(self.extra))
 
 
 def _finish(model: Any) -> Any:
@@ -109,6 +114,27 @@ def phi3() -> Tiny:
     return _text("phi3", T.Phi3Config(**TEXT), T.Phi3ForCausalLM)
 
 
+def _qwen3_moe_router(output: Any) -> torch.Tensor:
+    return output[2]  # (router_logits, routing_weights, selected_experts [N, top_k])
+
+
+def qwen3_moe() -> Tiny:
+    # Every block sparse (8 experts, top 2): the augmented token must be routed by the model's own router.
+    cfg = T.Qwen3MoeConfig(**TEXT, head_dim=8, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16,
+                           decoder_sparse_step=1, norm_topk_prob=True)
+    return _sharp_routers(_text("qwen3_moe", cfg, T.Qwen3MoeForCausalLM))
+
+
+def _sharp_routers(t: Tiny) -> Tiny:
+    """Scale the (small, seeded) router weights up so that the projection changes some routing
+    decisions: a test that reused the normal pass's routing for the augmented token must fail."""
+    path = ROUTERS[t.family][0]
+    with torch.no_grad():
+        for block in t.model.get_decoder().layers:
+            block.get_submodule(path).weight.mul_(30.0)
+    return t
+
+
 TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llama": llama,
     "mistral": mistral,
@@ -116,9 +142,15 @@ TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen3": qwen3,
     "gemma2": gemma2,
     "phi3": phi3,
+    "qwen3_moe": qwen3_moe,
 }
 
 BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
+
+#: Mixture-of-experts families: (the router's path inside a decoder block, its output -> expert indices).
+ROUTERS: dict[str, tuple[str, Callable[[Any], torch.Tensor]]] = {
+    "qwen3_moe": ("mlp.gate", _qwen3_moe_router),
+}
 
 
 # ---------------------------------------------------------------------------- vision-language

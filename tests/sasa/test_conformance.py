@@ -316,3 +316,57 @@ def _hooks(model):
         (name, list(m._forward_hooks.values()), list(m._forward_pre_hooks.values()))
         for name, m in model.named_modules()
     ]
+
+
+def _moe_families():
+    return sorted(name for name in FAMILIES if _tiny.ROUTERS.get(name))
+
+
+def _routes(t: _tiny.Tiny, run, rows: int):
+    """Every router call's expert choice while ``run()`` runs: {block: [indices [N, k], ...]}."""
+    path, pick = _tiny.ROUTERS[t.family]
+    layers = compat.find_decoder(t.model).layers
+    seen: dict[int, list] = {}
+    handles = [
+        layers[i].get_submodule(path).register_forward_hook(
+            lambda m, a, out, i=i: seen.setdefault(i, []).append(pick(out).reshape(-1, pick(out).shape[-1]).clone())
+        )
+        for i in range(len(layers))
+    ]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("family", _moe_families())
+def test_moe_router_choice_for_the_augmented_token_is_the_models_own(family):
+    """The one-token pass routes the augmented token with the model's own router on its own state:
+    its experts equal those the full re-run (the slow reference) picks at that position, and differ
+    from the normal pass's choice there in some block (so reusing the normal routing would fail)."""
+    t = tiny(family)
+    batch = t.right
+    rows, width = batch["input_ids"].shape
+    pos = last_pos(batch)
+    s = t.safety_layer
+    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+    try:
+        with torch.no_grad():
+            got = _routes(t, lambda: guard.features(**batch), rows)
+    finally:
+        guard.remove()
+    reference = _routes(t, lambda: slow_final_state(t, batch, only_last=True), rows)
+    changed = False
+    for block in range(s + 1, len(compat.find_decoder(t.model).layers)):
+        normal = got[block][0].view(rows, width, -1)  # the normal pass: every position
+        augmented = got[block][1]  # the one-token pass: one position per row
+        assert augmented.shape[0] == rows, (block, augmented.shape)
+        # the slow reference: its first call is output_hidden_states' plain forward, the second the re-run
+        rerun = reference[block][1].view(rows, width, -1)
+        for row in range(rows):
+            p = int(pos[row])
+            assert set(augmented[row].tolist()) == set(rerun[row, p].tolist()), (block, row)
+            changed |= set(augmented[row].tolist()) != set(normal[row, p].tolist())
+    assert changed, "the projection never changed a routing decision: the check would not see a reused routing"
