@@ -33,6 +33,7 @@ import copy
 import inspect
 from typing import Any, Optional
 
+import torch
 from torch import Tensor, nn
 from transformers.cache_utils import Cache
 from transformers.generation.configuration_utils import GenerationConfig
@@ -54,7 +55,9 @@ __all__ = [
     "generation_mode",
     "cache_argument",
     "find_decoder",
+    "final_logit_scale",
     "final_logit_softcap",
+    "final_logits",
     "find_output_head",
     "forward_accepts",
     "generation_eos_id",
@@ -149,6 +152,33 @@ def final_logit_softcap(model: nn.Module) -> Optional[float]:
     """The soft-capping of the output logits (Gemma 2), or ``None``."""
     cap = getattr(text_config(model), "final_logit_softcapping", None)
     return float(cap) if cap is not None else None
+
+
+def final_logit_scale(model: nn.Module) -> Optional[float]:
+    """The factor the model's forward multiplies the output head's logits by, or ``None``:
+    Granite divides them by ``config.logits_scaling``, Cohere multiplies them by
+    ``config.logit_scale`` (before any soft-capping)."""
+    config = text_config(model)
+    scale = 1.0
+    divisor = getattr(config, "logits_scaling", None)
+    if isinstance(divisor, (int, float)) and not isinstance(divisor, bool):
+        scale /= float(divisor)
+    factor = getattr(config, "logit_scale", None)
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        scale *= float(factor)
+    return None if scale == 1.0 else scale
+
+
+def final_logits(model: nn.Module, logits: Tensor) -> Tensor:
+    """The model's own output logits from its output head's: scaled (:func:`final_logit_scale`),
+    then soft-capped (:func:`final_logit_softcap`), as its forward does."""
+    scale = final_logit_scale(model)
+    if scale is not None:
+        logits = logits * scale
+    cap = final_logit_softcap(model)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def generation_pad_id(model: nn.Module) -> Optional[int]:

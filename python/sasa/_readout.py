@@ -31,13 +31,15 @@ class Readout:
         self.feature = feature
         self.family = family
         self.norm: nn.Module = decoder.norm
+        self.model = model
         self.head: Optional[nn.Module] = compat.find_output_head(model)
         self.softcap = compat.final_logit_softcap(model)
-        # Fold the logits probe into hidden space only when the head is a plain linear map.
+        # Fold the logits probe into hidden space only when the head (times the model's logit
+        # scale, if any) is a plain linear map.
         self.folded = (
             probe is not None and feature == "logits" and isinstance(self.head, nn.Linear) and self.softcap is None
         )
-        self._probe = _fold(probe, self.head) if self.folded else probe
+        self._probe = _fold(probe, self.head, compat.final_logit_scale(model)) if self.folded else probe
         self._on_device: dict[torch.device, ProbeTensors] = {}
 
     @property
@@ -70,10 +72,7 @@ class Readout:
     def _logits(self, z: Tensor) -> Tensor:
         if self.head is None:
             raise ValueError("model: feature='logits' needs an output head (lm_head); use feature='hidden'")
-        logits = self.head(z)
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return compat.final_logits(self.model, self.head(z))
 
     def _probe_on(self, device: torch.device) -> ProbeTensors:
         # The model may have moved since the guard was built; keep one copy of the probe per device.
@@ -87,10 +86,13 @@ class Readout:
         return self._on_device[device]
 
 
-def _fold(probe: ProbeTensors, head: nn.Linear) -> ProbeTensors:
+def _fold(probe: ProbeTensors, head: nn.Linear, scale: Optional[float]) -> ProbeTensors:
     """:func:`fold_into_hidden` for a head anywhere: offloaded (its weights are brought in for the
     product) or sharded over the vocabulary by tensor parallelism (the ``[C, d]`` product is
-    completed with one all-reduce, here, once; see :mod:`sasa.distributed._tp`)."""
+    completed with one all-reduce, here, once; see :mod:`sasa.distributed._tp`). A logit scale
+    ``c`` (logits ``c (W z + b)``) is folded into the probe's weight: ``w . c l = (c w) . l``."""
+    if scale is not None:
+        probe = ProbeTensors(probe.weight * scale, probe.bias, probe.threshold, probe.categories)
     with weights_on_device(head), reading_sharded_weights():
         device = real_device(head.weight)
         folded = fold_into_hidden(probe.to(device) if device is not None else probe, head)

@@ -135,6 +135,13 @@ def _sharp_routers(t: Tiny) -> Tiny:
     return t
 
 
+def granite() -> Tiny:
+    # Multipliers everywhere, logits divided by logits_scaling (the read-out must do the same).
+    cfg = T.GraniteConfig(**TEXT, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3,
+                          logits_scaling=4.0)
+    return _text("granite", cfg, T.GraniteForCausalLM)
+
+
 TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llama": llama,
     "mistral": mistral,
@@ -143,6 +150,7 @@ TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "gemma2": gemma2,
     "phi3": phi3,
     "qwen3_moe": qwen3_moe,
+    "granite": granite,
 }
 
 BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)

@@ -149,12 +149,10 @@ def locate(
     bar = tqdm(total=num_layers + len(pairs), desc="sasa locate: probes", unit="layer/pair", disable=not progress)
     layers, fits = _layer_stats(got, y, passes, head, model, token_ids, folds, top_k, seed, holdout, bar)
 
-    softcap = compat.final_logit_softcap(model)
     device, dtype = passes.device, passes.dtype
 
     def logits(z: torch.Tensor) -> torch.Tensor:
-        out = head(z.to(device))
-        return torch.tanh(out / softcap) * softcap if softcap is not None else out
+        return compat.final_logits(model, head(z.to(device)))
 
     grid = []
     for s, f in pairs:
