@@ -42,6 +42,7 @@ _FAMILIES = (
     Family("idefics3"),
     Family("gemma3", norm_offset=1.0, llama_norm_numerics=False),
     Family("qwen3_moe"),
+    Family("olmo2"),
     Family("granite"),
 )
 

@@ -135,6 +135,11 @@ def _sharp_routers(t: Tiny) -> Tiny:
     return t
 
 
+def olmo2() -> Tiny:
+    # Norms after attention and MLP (no input norm: the projection runs unfused), q/k norms.
+    return _text("olmo2", T.Olmo2Config(**TEXT), T.Olmo2ForCausalLM)
+
+
 def granite() -> Tiny:
     # Multipliers everywhere, logits divided by logits_scaling (the read-out must do the same).
     cfg = T.GraniteConfig(**TEXT, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3,
@@ -150,6 +155,7 @@ TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "gemma2": gemma2,
     "phi3": phi3,
     "qwen3_moe": qwen3_moe,
+    "olmo2": olmo2,
     "granite": granite,
 }
 
