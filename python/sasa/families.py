@@ -44,6 +44,7 @@ _FAMILIES = (
     Family("qwen3_moe"),
     Family("olmo2"),
     Family("granite"),
+    Family("smollm3"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -147,6 +147,11 @@ def granite() -> Tiny:
     return _text("granite", cfg, T.GraniteForCausalLM)
 
 
+def smollm3() -> Tiny:
+    # Every other block without rotary embeddings (NoPE).
+    return _text("smollm3", T.SmolLM3Config(**TEXT, no_rope_layer_interval=2), T.SmolLM3ForCausalLM)
+
+
 TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llama": llama,
     "mistral": mistral,
@@ -157,6 +162,7 @@ TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen3_moe": qwen3_moe,
     "olmo2": olmo2,
     "granite": granite,
+    "smollm3": smollm3,
 }
 
 BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
