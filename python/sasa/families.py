@@ -45,6 +45,7 @@ _FAMILIES = (
     Family("olmo2"),
     Family("granite"),
     Family("smollm3"),
+    Family("cohere2"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -152,6 +152,13 @@ def smollm3() -> Tiny:
     return _text("smollm3", T.SmolLM3Config(**TEXT, no_rope_layer_interval=2), T.SmolLM3ForCausalLM)
 
 
+def cohere2() -> Tiny:
+    # Sliding-window blocks (window shorter than the prompt) with a full-attention block every 4th,
+    # LayerNorm, parallel attention and MLP, logits multiplied by logit_scale.
+    cfg = T.Cohere2Config(**TEXT, sliding_window=5, logit_scale=0.5)
+    return _text("cohere2", cfg, T.Cohere2ForCausalLM)
+
+
 TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llama": llama,
     "mistral": mistral,
@@ -163,6 +170,7 @@ TEXT_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "olmo2": olmo2,
     "granite": granite,
     "smollm3": smollm3,
+    "cohere2": cohere2,
 }
 
 BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
