@@ -36,7 +36,7 @@ from ._capture import NormalPass
 from ._compiled_pass import CompiledBlocks
 from ._fused_norm import FusedNormSlot, can_fuse_rmsnorm
 from ._last_block import last_block_at_last_position
-from ._one_token import SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
+from ._one_token import SwappedKV, all_tokens_kwargs, check_last_token_only, gather_seq, one_token_kwargs
 from .distributed._placement import real_device
 
 
@@ -147,6 +147,7 @@ class OneTokenPass:
         hf = gather_seq(normal.hidden[f], last_pos, -2)
         self._seq_len = normal.hidden[s].shape[-2]
         self._view = SwappedKV(normal.kv, last_pos)
+        self._checked: set = set()
         self.h, normed = augment._project(hs, hf)
         self.next_block = s + 1
         self.step(s + 1, normed)
@@ -159,12 +160,22 @@ class OneTokenPass:
         """Run block ``idx`` (the next one) on the token; needs the normal pass's record of it."""
         if idx != self.next_block:
             raise RuntimeError(f"sasa: augmented pass expected block {self.next_block}, got {idx}")
-        kwargs = one_token_kwargs(self.normal.block_kwargs[idx], self._view, self.last_pos, self._seq_len)
+        kwargs = self._kwargs(idx)
         try:
             self.h = self.augment.call_block(idx, self.h, kwargs, normed)
         finally:
             self._view.restore()
         self.next_block = idx + 1
+
+    def _kwargs(self, idx: int) -> dict:
+        """Block ``idx``'s normal-pass arguments for the token, once its mask is checked to allow it."""
+        recorded = self.normal.block_kwargs[idx]
+        mask = recorded.get("attention_mask")
+        key = (id(mask), idx == len(self.augment.layers) - 1)
+        if key not in self._checked:  # blocks of one attention type share one mask tensor
+            check_last_token_only(mask, self.last_pos, idx, others_read_later=not key[1])
+            self._checked.add(key)
+        return one_token_kwargs(recorded, self._view, self.last_pos, self._seq_len)
 
     @property
     def done(self) -> bool:
@@ -180,7 +191,7 @@ class OneTokenPass:
 
     def _run_compiled(self, compiled: CompiledBlocks) -> None:
         indices = range(self.next_block, len(self.augment.layers))
-        kwargs = [one_token_kwargs(self.normal.block_kwargs[i], self._view, self.last_pos, self._seq_len) for i in indices]
+        kwargs = [self._kwargs(i) for i in indices]
         try:
             h = compiled.run([self.augment.layers[i] for i in indices], self.h, kwargs, self._view)
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
 from . import _compat as compat
@@ -102,6 +103,45 @@ def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, 
         else:
             out[name] = value
     return out
+
+
+class NotLastTokenOnly(NotImplementedError):
+    """``scope="last"`` cannot be exact for this prompt: other positions attend to the last one."""
+
+
+def check_last_token_only(mask: Any, last_pos: Tensor, block: int, others_read_later: bool) -> None:
+    """Refuse (:class:`NotLastTokenOnly`) a block mask under which re-running only each row's last
+    prompt token ``p`` is not the re-run of the whole prompt with ``p`` projected.
+
+    The one-token pass reuses the normal pass's keys and values at every other position. That is
+    exact when no position the token reads can have changed: under this block's mask, ``p`` must
+    attend to no key after it, and (when a later re-run block reads this block's output at other
+    positions: ``others_read_later``) no position before ``p`` may attend to ``p`` or to anything
+    after it. Plainly causal masks (sliding windows included) always pass; bidirectional blocks
+    that contain ``p`` (a prompt ending inside a Gemma 3 image block, a prefix-LM prompt) do not.
+    ``None`` is the causal mask of an unpadded prompt."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dim() != 4:
+        return  # one_token_kwargs refuses masks it cannot restrict
+    allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+    allowed = allowed.any(dim=1)  # any head: [B or 1, T(query), T(key)]
+    rows, width = last_pos.shape[0], allowed.shape[-1]
+    allowed = allowed.expand(rows, allowed.shape[-2], width)
+    pos = last_pos.to(allowed.device).view(rows, 1, 1)
+    keys = torch.arange(width, device=allowed.device).view(1, 1, width)
+    own_row = allowed.gather(1, pos.expand(rows, 1, width))  # [B, 1, T]
+    bad = bool((own_row & (keys > pos)).any())
+    if not bad and others_read_later:
+        queries = torch.arange(allowed.shape[-2], device=allowed.device).view(1, -1, 1)
+        bad = bool((allowed & (queries < pos) & (keys >= pos)).any())
+    if bad:
+        raise NotLastTokenOnly(
+            f"sasa scope='last': under decoder block {block}'s attention mask, other prompt positions attend to "
+            "each row's last prompt token (attention that is not plainly causal: a prompt ending inside a "
+            "bidirectional image block, a prefix-LM prompt, ...), so re-running that token alone is not exact. "
+            "Use scope='all'."
+        )
 
 
 def _mask_row(mask: Any, last_pos: Tensor, seq_len: int) -> Any:

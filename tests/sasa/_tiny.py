@@ -336,6 +336,29 @@ def gemma3() -> Tiny:
     return _vlm("gemma3", model, 4, extra, start=START, end=END)
 
 
+def image_last_batch(t: Tiny, side: str) -> dict[str, torch.Tensor]:
+    """``t``'s image batch cut to end inside the image block (after its last image token, before
+    the end-of-image token): rows of different lengths whose last prompt token is an image token
+    (which the block's other image tokens attend to in Gemma 3)."""
+    full = t.left if side == "left" else t.right
+    rows = []
+    for ids, mask in zip(full["input_ids"], full["attention_mask"]):
+        real = ids[mask.bool()].tolist()
+        rows.append(real[: len(real) - real[::-1].index(IMAGE)])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r)
+        mask[i, sl] = 1
+    batch = {k: v for k, v in full.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
+    batch.update(input_ids=ids, attention_mask=mask)
+    if "token_type_ids" in full:
+        batch["token_type_ids"] = (ids == IMAGE).long()
+    return batch
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,

@@ -370,3 +370,63 @@ def test_moe_router_choice_for_the_augmented_token_is_the_models_own(family):
             assert set(augmented[row].tolist()) == set(rerun[row, p].tolist()), (block, row)
             changed |= set(augmented[row].tolist()) != set(normal[row, p].tolist())
     assert changed, "the projection never changed a routing decision: the check would not see a reused routing"
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_scope_last_refuses_a_prompt_ending_inside_a_bidirectional_image_block(side, monkeypatch):
+    """Gemma 3's image tokens attend to each other both ways: in a prompt that ends inside the image
+    block, the block's other tokens attend to the last one, so re-running it alone is not the
+    re-run with it projected. scope='last' refuses (naming scope='all'; generate fails closed),
+    scope='all' is exact; and without the refusal the one-token features would be off."""
+    from sasa import _one_token
+
+    t = tiny("gemma3")
+    batch = _tiny.image_last_batch(t, side)
+    assert (batch["input_ids"][torch.arange(3), last_pos(batch)] == _tiny.IMAGE).all()
+    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"), probe=(torch.zeros(32), torch.tensor(NEVER)))
+    try:
+        with pytest.raises(RuntimeError, match="scope='all'") as err:
+            guard.features(**batch)
+        assert isinstance(err.value.__cause__, _one_token.NotLastTokenOnly)
+        if side == "left":
+            assert guard.generate(**batch, max_new_tokens=2, do_sample=False).flagged.all()  # fail closed
+    finally:
+        guard.remove()
+    guard = apply_sasa(t.model, config(t, scope="all", feature="hidden"))
+    try:
+        full = guard.features(**batch)
+    finally:
+        guard.remove()
+    torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
+    # The refusal is needed: skipping the check gives features off the slow last-token re-run.
+    import sasa._augment as augment_module
+
+    monkeypatch.setattr(augment_module, "check_last_token_only", lambda *a, **k: None)
+    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+    try:
+        unchecked = guard.features(**batch)
+    finally:
+        guard.remove()
+    assert (unchecked - slow_final_state(t, batch, only_last=True).float()).abs().max() > 1e-3
+
+
+def test_the_last_token_check_passes_causal_and_sliding_masks_and_refuses_bidirectional_ones():
+    from sasa._one_token import NotLastTokenOnly, check_last_token_only
+
+    T = 6
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    pos = torch.tensor([5, 3])  # row 1 right-padded: positions 4, 5 are padding
+    padded = causal.clone().expand(2, 1, T, T).clone()
+    padded[1, 0, :, 4:] = False  # padding keys masked; padding queries still attend causally
+    sliding = padded & ~torch.ones(T, T, dtype=torch.bool).tril(-3)
+    for mask in (None, padded, sliding, torch.where(padded, 0.0, torch.finfo(torch.float32).min)):
+        check_last_token_only(mask, pos, 3, others_read_later=True)
+    block = padded.clone()
+    block[1, 0, 1:4, 1:4] = True  # row 1's last token (3) ends a bidirectional block 1..3
+    check_last_token_only(block, pos, 3, others_read_later=False)  # the last block: nobody reads the others
+    with pytest.raises(NotLastTokenOnly, match="scope='all'"):
+        check_last_token_only(block, pos, 3, others_read_later=True)
+    ahead = padded.clone()
+    ahead[1, 0, 3, 4] = True  # the last token attends to a later key
+    with pytest.raises(NotLastTokenOnly):
+        check_last_token_only(ahead, pos, 3, others_read_later=False)
