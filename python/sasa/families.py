@@ -46,6 +46,7 @@ _FAMILIES = (
     Family("granite"),
     Family("smollm3"),
     Family("cohere2"),
+    Family("llava_onevision"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -243,7 +243,10 @@ def llava_next() -> Tiny:
         vision_config=vision, text_config=T.LlamaConfig(**TEXT), image_token_index=IMAGE,
         image_grid_pinpoints=[[16, 16], [16, 32]],
     )
-    model = T.LlavaNextForConditionalGeneration(cfg)
+    return _anyres("llava_next", T.LlavaNextForConditionalGeneration(cfg))
+
+
+def _anyres(family: str, model: Any) -> Tiny:
     # A 16x32 image: the any-res layout is the base view plus 2 tiles; the model's own feature
     # packing says how many image tokens that is.
     pixels = _pixels(3, 3, 3, IMG_SIZE, IMG_SIZE)
@@ -252,7 +255,18 @@ def llava_next() -> Tiny:
         feats = model.model.get_image_features(pixels[:1], sizes[:1])
     feats = getattr(feats, "pooler_output", feats)
     n_tokens = int(feats[0].shape[0])
-    return _vlm("llava_next", model, n_tokens, lambda b: {"pixel_values": pixels, "image_sizes": sizes})
+    return _vlm(family, model, n_tokens, lambda b: {"pixel_values": pixels, "image_sizes": sizes})
+
+
+def llava_onevision() -> Tiny:
+    # SigLIP tower, Qwen2 text, any-res tiles with a newline token per row.
+    torch.manual_seed(0)
+    vision = T.SiglipVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8))
+    cfg = T.LlavaOnevisionConfig(
+        vision_config=vision, text_config=T.Qwen2Config(**TEXT), image_token_index=IMAGE,
+        image_grid_pinpoints=[[16, 16], [16, 32]], vision_feature_layer=-1,
+    )
+    return _anyres("llava_onevision", T.LlavaOnevisionForConditionalGeneration(cfg))
 
 
 def qwen2_vl() -> Tiny:
@@ -366,5 +380,6 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen2_5_vl": qwen2_5_vl,
     "idefics3": idefics3,
     "gemma3": gemma3,
+    "llava_onevision": llava_onevision,
 }
 BUILDERS.update(VLM_FAMILIES)
