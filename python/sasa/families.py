@@ -47,6 +47,7 @@ _FAMILIES = (
     Family("smollm3"),
     Family("cohere2"),
     Family("llava_onevision"),
+    Family("aya_vision"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

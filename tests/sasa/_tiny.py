@@ -373,6 +373,19 @@ def image_last_batch(t: Tiny, side: str) -> dict[str, torch.Tensor]:
     return batch
 
 
+def aya_vision() -> Tiny:
+    # SigLIP tower, pixel-shuffle adapter (16 patches, downsampled 2x2: 4 image tokens), Cohere 2
+    # text with sliding-window blocks.
+    torch.manual_seed(0)
+    vision = T.SiglipVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=4))
+    cfg = T.AyaVisionConfig(
+        vision_config=vision, text_config=T.Cohere2Config(**TEXT, sliding_window=5), image_token_index=IMAGE,
+        downsample_factor=2,
+    )
+    return _vlm("aya_vision", T.AyaVisionForConditionalGeneration(cfg), 4,
+                lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)})
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -381,5 +394,6 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,
+    "aya_vision": aya_vision,
 }
 BUILDERS.update(VLM_FAMILIES)
