@@ -48,6 +48,7 @@ _FAMILIES = (
     Family("cohere2"),
     Family("llava_onevision"),
     Family("aya_vision"),
+    Family("mistral3"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -386,6 +386,21 @@ def aya_vision() -> Tiny:
                 lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)})
 
 
+def mistral3() -> Tiny:
+    # Pixtral tower (2-D rope over patches, 16 patches merged 2x2: 4 image tokens), Mistral text
+    # with a sliding window shorter than the prompt.
+    torch.manual_seed(0)
+    vision = T.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   head_dim=8, image_size=IMG_SIZE, patch_size=4)
+    cfg = T.Mistral3Config(
+        vision_config=vision, text_config=T.MistralConfig(**TEXT, head_dim=8, sliding_window=5),
+        image_token_index=IMAGE, spatial_merge_size=2,
+    )
+    sizes = torch.tensor([[IMG_SIZE, IMG_SIZE]] * 3)
+    return _vlm("mistral3", T.Mistral3ForConditionalGeneration(cfg), 4,
+                lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE), "image_sizes": sizes})
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -395,5 +410,6 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,
     "aya_vision": aya_vision,
+    "mistral3": mistral3,
 }
 BUILDERS.update(VLM_FAMILIES)
