@@ -49,6 +49,7 @@ _FAMILIES = (
     Family("llava_onevision"),
     Family("aya_vision"),
     Family("mistral3"),
+    Family("internvl"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

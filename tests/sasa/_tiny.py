@@ -401,6 +401,17 @@ def mistral3() -> Tiny:
                 lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE), "image_sizes": sizes})
 
 
+def internvl() -> Tiny:
+    # InternViT tower (16 patches, pixel-shuffled by downsample_ratio 0.5: 4 image tokens), Qwen2 text.
+    torch.manual_seed(0)
+    vision = T.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    image_size=[IMG_SIZE, IMG_SIZE], patch_size=[4, 4])
+    cfg = T.InternVLConfig(vision_config=vision, text_config=T.Qwen2Config(**TEXT), image_token_id=IMAGE,
+                           image_seq_length=4, downsample_ratio=0.5)
+    return _vlm("internvl", T.InternVLForConditionalGeneration(cfg), 4,
+                lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)})
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -411,5 +422,6 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava_onevision": llava_onevision,
     "aya_vision": aya_vision,
     "mistral3": mistral3,
+    "internvl": internvl,
 }
 BUILDERS.update(VLM_FAMILIES)
