@@ -50,6 +50,7 @@ _FAMILIES = (
     Family("aya_vision"),
     Family("mistral3"),
     Family("internvl"),
+    Family("smolvlm"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -412,6 +412,15 @@ def internvl() -> Tiny:
                 lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)})
 
 
+def smolvlm() -> Tiny:
+    # Idefics3's layout with SmolVLM's classes: 4 patches pixel-shuffled by 2: 1 image token per image.
+    torch.manual_seed(0)
+    vision = T.SmolVLMVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8))
+    cfg = T.SmolVLMConfig(vision_config=vision, text_config=T.LlamaConfig(**TEXT), image_token_id=IMAGE, scale_factor=2)
+    return _vlm("smolvlm", T.SmolVLMForConditionalGeneration(cfg), 1,
+                lambda b: {"pixel_values": _pixels(3, 1, 3, IMG_SIZE, IMG_SIZE)})
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -423,5 +432,6 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "aya_vision": aya_vision,
     "mistral3": mistral3,
     "internvl": internvl,
+    "smolvlm": smolvlm,
 }
 BUILDERS.update(VLM_FAMILIES)
