@@ -26,6 +26,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+import torch
 from torch import Tensor, nn
 
 from . import _compat as compat
@@ -68,15 +69,27 @@ class NormalPass:
     block_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
     kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     cache: Any = None  # the normal pass's cache object, if it had one
+    #: The first decoder block (from ``chain_from + 1``) whose input was not the previous block's
+    #: output: the model changed the hidden states between blocks (Qwen3-VL's DeepStack features).
+    unchained: Optional[int] = None
 
 
 class Recorder:
     """Records one forward (the first call of each block: in ``generate``, the prefill)."""
 
-    def __init__(self, keep: tuple[int, ...], kwargs_from: int, record_kv: bool):
+    def __init__(self, keep: tuple[int, ...], kwargs_from: int, record_kv: bool, chain_from: Optional[int] = None,
+                 chain_positions: Optional[Tensor] = None):
         self.keep = keep
         self.kwargs_from = kwargs_from
         self.record_kv = record_kv
+        #: Check that each block from ``chain_from + 1`` on gets the previous block's output as its
+        #: input (:attr:`NormalPass.unchained`; needs the hooks' ``chain_from`` too): at every position,
+        #: or only at ``chain_positions[b]`` of each row (scope="last" re-runs only those; the other
+        #: positions' keys and values are the normal pass's own, changes included).
+        self.chain_from = chain_from
+        self.chain_positions = chain_positions
+        self._outputs: dict[int, Any] = {}
+        self._chain_seen: set[int] = set()
         self.result = NormalPass()
         self._wrapped_cache: Any = None
         self._finished = False
@@ -88,6 +101,9 @@ class Recorder:
             return
         if idx in self.keep and idx not in self.result.hidden:
             self.result.hidden[idx] = compat.block_output(output)
+        if self.chain_from is not None and idx >= self.chain_from and idx not in self._chain_seen:
+            self._chain_seen.add(idx)
+            self._outputs[idx] = compat.block_output(output)
         if self.after_block is not None:
             self.after_block(idx)
 
@@ -98,6 +114,10 @@ class Recorder:
             raise RuntimeError(
                 f"sasa: decoder block {idx} was called with {len(args)} positional arguments; expected the hidden states only"
             )
+        if self.chain_from is not None and idx > self.chain_from and self.result.unchained is None:
+            given = args[0] if args else kwargs.get("hidden_states")
+            if not _same_states(given, self._outputs.pop(idx - 1, None), self.chain_positions):
+                self.result.unchained = idx
         self.result.block_kwargs[idx] = dict(kwargs)
         for value in kwargs.values():
             if compat.is_cache(value):
@@ -106,6 +126,10 @@ class Recorder:
                     self._wrap_update(value)
 
     def close(self) -> None:
+        self._outputs.clear()
+        self._close_cache()
+
+    def _close_cache(self) -> None:
         """Undo the cache wrapping (the cache object is this call's own; nothing else is touched)."""
         if self._wrapped_cache is not None:
             # Drop the instance attribute so the class's own ``update`` is found again.
@@ -143,10 +167,13 @@ class BlockHooks(GuardPart):
     outputs of every block from there on (to :attr:`Recorder.after_block`; not stored).
     """
 
-    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, notify_from: Optional[int] = None):
+    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, notify_from: Optional[int] = None,
+                 chain_from: Optional[int] = None):
         self._active: contextvars.ContextVar[Optional[Recorder]] = contextvars.ContextVar("sasa_recorder", default=None)
         self._handles: list[Any] = []
         notified = set(range(notify_from, len(layers))) if notify_from is not None else set()
+        if chain_from is not None:  # the outputs each next block's input is compared with
+            notified |= set(range(chain_from, len(layers) - 1))
         for idx in sorted(set(keep) | notified):
             self._handles.append(layers[idx].register_forward_hook(self._output_hook(idx)))
         for idx in range(kwargs_from, len(layers)):
@@ -214,6 +241,19 @@ class Capture:
             self._stack = None
 
 
+def _same_states(given: Any, previous: Any, positions: Optional[Tensor]) -> bool:
+    if given is previous:
+        return True
+    if not isinstance(given, Tensor) or not isinstance(previous, Tensor) or given.shape != previous.shape:
+        return False
+    previous = previous.to(given.device)  # moved (device_map), not changed
+    if positions is not None and given.dim() == 3:
+        rows = torch.arange(given.shape[0], device=given.device)
+        positions = positions.to(given.device)
+        return bool(torch.equal(given[rows, positions], previous[rows, positions]))
+    return bool(torch.equal(given, previous))
+
+
 def check_observed(normal: NormalPass, safety_layer: int, fused_layer: int, scope: str, num_layers: int, length: int) -> None:
     """The forward that was observed must be the whole prompt's, with everything the augmented
     pass needs; anything else would score the wrong thing (a prefill in chunks, a skipped block)."""
@@ -222,6 +262,15 @@ def check_observed(normal: NormalPass, safety_layer: int, fused_layer: int, scop
         raise RuntimeError("the model's forward did not run the safety and fused decoder blocks")
     if normal.hidden[s].shape[-2] != length:
         raise RuntimeError(f"the observed forward covered {normal.hidden[s].shape[-2]} positions, the prompt has {length}")
+    if normal.unchained is not None:
+        j = normal.unchained
+        raise RuntimeError(
+            f"the model changed the hidden states between decoder blocks {j - 1} and {j}, outside the blocks (e.g. "
+            f"Qwen3-VL adds its DeepStack visual features to image positions after its first blocks"
+            + (", here at a row's last prompt token" if scope == "last" else "")
+            + f"); SASA re-runs blocks {s + 1}..{num_layers - 1} back to back and would miss that. Use a "
+            f"safety_layer of at least {j}"
+        )
     missing = [i for i in range(s + 1, num_layers) if i not in normal.block_kwargs]
     if scope == "last":
         missing += [i for i in range(s + 1, num_layers) if i not in normal.kv and i not in missing]

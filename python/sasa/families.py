@@ -51,6 +51,7 @@ _FAMILIES = (
     Family("mistral3"),
     Family("internvl"),
     Family("smolvlm"),
+    Family("qwen3_vl"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

@@ -77,7 +77,8 @@ class SASAGuard:
         # scope="last" rides along inside the normal forward (sasa._ride); scope="all" and the
         # compiled pass (one graph for its blocks) run after it.
         self._ride = config.scope == "last" and not config.compile_augmented
-        self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1, notify_from=f if self._ride else None)
+        self._hooks = BlockHooks(self._layers, keep=(s, f), kwargs_from=s + 1, notify_from=f if self._ride else None,
+                                 chain_from=s)
         self._prefill = PrefillHook(model)
         self._augment.install()
         # Generation that goes around the instance (through the class) is refused (sasa._entry_check);
@@ -220,7 +221,9 @@ class SASAGuard:
     def _recorder(self, last_pos: Tensor) -> tuple[Recorder, Optional[Ride]]:
         """A recorder for one call, and the ride that runs the augmented pass inside the forward."""
         s = self.config.safety_layer
-        recorder = Recorder(keep=(s, self.config.fused_layer), kwargs_from=s + 1, record_kv=self.config.scope == "last")
+        last = self.config.scope == "last"
+        recorder = Recorder(keep=(s, self.config.fused_layer), kwargs_from=s + 1, record_kv=last, chain_from=s,
+                            chain_positions=last_pos if last else None)
         ride = None
         if self._ride:
             ride = Ride(self._augment, recorder, last_pos)

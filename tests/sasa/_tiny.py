@@ -276,10 +276,14 @@ def qwen2_vl() -> Tiny:
                     T.Qwen2VLForConditionalGeneration)
 
 
-def _qwen_vl(family: str, vision_cls: Any, vision: dict, text_cls: Any, config_cls: Any, model_cls: Any) -> Tiny:
-    """Qwen2-VL and Qwen2.5-VL differ only in their classes and vision settings (3-D M-RoPE text)."""
+def _qwen_vl(family: str, vision_cls: Any, vision: dict, text_cls: Any, config_cls: Any, model_cls: Any,
+             mrope_interleaved: bool = False, **text_kw: Any) -> Tiny:
+    """The Qwen VL families differ only in their classes and vision settings (3-D M-RoPE text)."""
     torch.manual_seed(0)
-    text = text_cls(**TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]})
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
+    if mrope_interleaved:
+        rope["mrope_interleaved"] = True
+    text = text_cls(**{**TEXT, **text_kw}, rope_parameters=rope)
     cfg = config_cls(
         vision_config=vision_cls(**vision), text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
         vision_end_token_id=END, video_token_id=123,
@@ -305,6 +309,18 @@ def _qwen_pixels(model: Any) -> Callable[[dict], dict]:
         return out
 
     return extra
+
+
+def qwen3_vl() -> Tiny:
+    # DeepStack: the vision tower's features from 2 of its blocks are added to the hidden states
+    # after text blocks 0 and 1 (outside the blocks), so the safety layer must be 2 or later
+    # (5 text blocks, SASA at 2 and 3); interleaved 3-D M-RoPE.
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+    t = _qwen_vl("qwen3_vl", T.Qwen3VLVisionConfig, vision, T.Qwen3VLTextConfig, T.Qwen3VLConfig,
+                 T.Qwen3VLForConditionalGeneration, num_hidden_layers=5, head_dim=8, mrope_interleaved=True)
+    t.safety_layer, t.fused_layer = 2, 3
+    return t
 
 
 def qwen2_5_vl() -> Tiny:
@@ -366,10 +382,10 @@ def image_last_batch(t: Tiny, side: str) -> dict[str, torch.Tensor]:
         sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
         ids[i, sl] = torch.tensor(r)
         mask[i, sl] = 1
-    batch = {k: v for k, v in full.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
+    types = ("token_type_ids", "mm_token_type_ids")  # 1 marks image tokens
+    batch = {k: v for k, v in full.items() if k not in ("input_ids", "attention_mask", *types)}
     batch.update(input_ids=ids, attention_mask=mask)
-    if "token_type_ids" in full:
-        batch["token_type_ids"] = (ids == IMAGE).long()
+    batch.update({k: (ids == IMAGE).long() for k in types if k in full})
     return batch
 
 
@@ -426,6 +442,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava_next": llava_next,
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
+    "qwen3_vl": qwen3_vl,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,

@@ -430,3 +430,38 @@ def test_the_last_token_check_passes_causal_and_sliding_masks_and_refuses_bidire
     ahead[1, 0, 3, 4] = True  # the last token attends to a later key
     with pytest.raises(NotLastTokenOnly):
         check_last_token_only(ahead, pos, 3, others_read_later=False)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_hidden_states_changed_between_blocks_are_refused_where_the_pass_would_miss_them(side, monkeypatch):
+    """Qwen3-VL adds DeepStack visual features to the image positions after text blocks 0 and 1,
+    outside the blocks, and SASA re-runs blocks s+1..L-1 back to back. With the safety block
+    before an injection: scope='all' is refused on image prompts (naming the first usable block;
+    generate fails closed), and so is scope='last' on a prompt ending in an image token; scope='last'
+    on a prompt ending in text is exact (the injection never touches the token it re-runs); text-only
+    prompts pass; and without the check the refused features are off the slow re-run."""
+    from sasa import _capture
+
+    t = tiny("qwen3_vl")
+    early_t = _tiny.Tiny(t.family, t.model, t.left, t.right, 1, 3)
+    batch = getattr(t, side)
+    ends_in_image = _tiny.image_last_batch(t, side)
+    refused = "between decoder blocks 1 and 2.*safety_layer of at least 2"
+    never = (torch.zeros(32), torch.tensor(NEVER))
+    with apply_sasa(t.model, config(early_t, scope="all", feature="hidden"), probe=never) as guard:
+        with pytest.raises(RuntimeError, match=refused):
+            guard.features(**batch)
+        if side == "left":
+            assert guard.generate(**batch, max_new_tokens=2, do_sample=False).flagged.all()  # fail closed
+        guard.features(**_tiny.text_batch(side=side))  # no image, nothing injected
+    with apply_sasa(t.model, config(early_t, scope="last", feature="hidden"), probe=never) as guard:
+        with pytest.raises(RuntimeError, match=refused):
+            guard.features(**ends_in_image)
+        fast = guard.features(**batch)
+    torch.testing.assert_close(fast, slow_final_state(early_t, batch, only_last=True).float(), atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(_capture, "_same_states", lambda *args: True)
+    for scope, inputs in (("all", batch), ("last", ends_in_image)):
+        with apply_sasa(t.model, config(early_t, scope=scope, feature="hidden")) as guard:
+            unchecked = guard.features(**inputs)
+        slow = slow_final_state(early_t, inputs, only_last=scope == "last").float()
+        assert (unchecked - slow).abs().max() > 1e-3, scope
