@@ -52,6 +52,7 @@ _FAMILIES = (
     Family("internvl"),
     Family("smolvlm"),
     Family("qwen3_vl"),
+    Family("qwen3_vl_moe"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

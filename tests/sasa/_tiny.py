@@ -178,6 +178,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
 #: Mixture-of-experts families: (the router's path inside a decoder block, its output -> expert indices).
 ROUTERS: dict[str, tuple[str, Callable[[Any], torch.Tensor]]] = {
     "qwen3_moe": ("mlp.gate", _qwen3_moe_router),
+    "qwen3_vl_moe": ("mlp.gate", _qwen3_moe_router),
 }
 
 
@@ -323,6 +324,17 @@ def qwen3_vl() -> Tiny:
     return t
 
 
+def qwen3_vl_moe() -> Tiny:
+    # Qwen3-VL (DeepStack after text blocks 0 and 1) with every text block sparse: 8 experts, top 2.
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+    t = _qwen_vl("qwen3_vl_moe", T.Qwen3VLMoeVisionConfig, vision, T.Qwen3VLMoeTextConfig, T.Qwen3VLMoeConfig,
+                 T.Qwen3VLMoeForConditionalGeneration, num_hidden_layers=5, head_dim=8, mrope_interleaved=True,
+                 num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, decoder_sparse_step=1)
+    t.safety_layer, t.fused_layer = 2, 3
+    return _sharp_routers(t)
+
+
 def qwen2_5_vl() -> Tiny:
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=8, fullatt_block_indexes=[1])
@@ -443,6 +455,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
     "qwen3_vl": qwen3_vl,
+    "qwen3_vl_moe": qwen3_vl_moe,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,
