@@ -53,6 +53,7 @@ _FAMILIES = (
     Family("smolvlm"),
     Family("qwen3_vl"),
     Family("qwen3_vl_moe"),
+    Family("glm4v"),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

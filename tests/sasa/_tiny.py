@@ -278,17 +278,19 @@ def qwen2_vl() -> Tiny:
 
 
 def _qwen_vl(family: str, vision_cls: Any, vision: dict, text_cls: Any, config_cls: Any, model_cls: Any,
-             mrope_interleaved: bool = False, **text_kw: Any) -> Tiny:
-    """The Qwen VL families differ only in their classes and vision settings (3-D M-RoPE text)."""
+             mrope_interleaved: bool = False, mrope_section: tuple = (1, 1, 2), image_start_token_id: Any = None,
+             image_end_token_id: Any = None, **text_kw: Any) -> Tiny:
+    """The Qwen VL families (and GLM-4V) differ only in their classes and vision settings (3-D M-RoPE text)."""
     torch.manual_seed(0)
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)}
     if mrope_interleaved:
         rope["mrope_interleaved"] = True
     text = text_cls(**{**TEXT, **text_kw}, rope_parameters=rope)
-    cfg = config_cls(
-        vision_config=vision_cls(**vision), text_config=text, image_token_id=IMAGE, vision_start_token_id=START,
-        vision_end_token_id=END, video_token_id=123,
-    )
+    tokens = dict(vision_start_token_id=START, vision_end_token_id=END)
+    if image_start_token_id is not None:
+        tokens = dict(image_start_token_id=image_start_token_id, image_end_token_id=image_end_token_id)
+    cfg = config_cls(vision_config=vision_cls(**vision), text_config=text, image_token_id=IMAGE, video_token_id=123,
+                     **tokens)
     model = model_cls(cfg)
     return _vlm(family, model, 4, _qwen_pixels(model), start=START, end=END)
 
@@ -333,6 +335,16 @@ def qwen3_vl_moe() -> Tiny:
                  num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, decoder_sparse_step=1)
     t.safety_layer, t.fused_layer = 2, 3
     return _sharp_routers(t)
+
+
+def glm4v() -> Tiny:
+    # GLM-4V: Qwen-VL-like vision tower and 3-D M-RoPE, GLM-4 text blocks (extra post-attention
+    # and post-MLP norms), image start/end tokens of its own.
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, image_size=IMG_SIZE)
+    return _qwen_vl("glm4v", T.Glm4vVisionConfig, vision, T.Glm4vTextConfig, T.Glm4vConfig,
+                    T.Glm4vForConditionalGeneration, mrope_section=[1, 1, 2], image_start_token_id=START,
+                    image_end_token_id=END)
 
 
 def qwen2_5_vl() -> Tiny:
@@ -456,6 +468,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen2_5_vl": qwen2_5_vl,
     "qwen3_vl": qwen3_vl,
     "qwen3_vl_moe": qwen3_vl_moe,
+    "glm4v": glm4v,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,
