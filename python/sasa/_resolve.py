@@ -67,6 +67,11 @@ def resolve(
                 f"(0-based indices 0..{num_layers - 1})"
             )
     check_replicated_residual(decoder, config.safety_layer)
+    if config.scope == "last" and family.no_scope_last:
+        raise ValueError(
+            f"config.scope: 'last' cannot be exact for model_type {family.model_type!r}: {family.no_scope_last} "
+            "(re-running the last token alone would compute something else); use scope='all'"
+        )
     if config.scope == "last" and compat.attn_implementation(model) not in ("eager", "sdpa"):
         raise ValueError(
             f"config.scope: 'last' supports the eager and sdpa attention implementations, this model uses "

@@ -21,11 +21,16 @@ class Family:
             multiplies by the weight in the model dtype, which is what the ``sasa_kernels`` fused
             norm does. Gemma multiplies in float32 before casting; there the kernels' fused norm
             is used only for float32 models (where both orders give the same numbers).
+        no_scope_last: why ``scope="last"`` cannot be exact for this family ("" where it can):
+            ``apply_sasa`` refuses it with this reason, naming ``scope="all"``. (Per prompt, the
+            augmented pass also refuses any mask under which other positions attend to the last
+            prompt token: :func:`sasa._one_token.check_last_token_only`.)
     """
 
     model_type: str
     norm_offset: float = 0.0
     llama_norm_numerics: bool = True
+    no_scope_last: str = ""
 
 
 _FAMILIES = (
@@ -54,6 +59,11 @@ _FAMILIES = (
     Family("qwen3_vl"),
     Family("qwen3_vl_moe"),
     Family("glm4v"),
+    Family(
+        "paligemma", norm_offset=1.0, llama_norm_numerics=False,
+        no_scope_last="its prompt is a prefix (image and text) attended bidirectionally, so every prompt position "
+        "attends to the last one",
+    ),
 )
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in _FAMILIES}

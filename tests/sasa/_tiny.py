@@ -461,6 +461,20 @@ def smolvlm() -> Tiny:
                 lambda b: {"pixel_values": _pixels(3, 1, 3, IMG_SIZE, IMG_SIZE)})
 
 
+def paligemma() -> Tiny:
+    # Prefix-LM: the whole prompt (token_type_ids 0: image and text) is attended bidirectionally.
+    # SigLIP tower (4 patches: 4 image tokens), Gemma text.
+    torch.manual_seed(0)
+    vision = T.SiglipVisionConfig(**_vision_small(image_size=IMG_SIZE, patch_size=8))
+    cfg = T.PaliGemmaConfig(vision_config=vision, text_config=T.GemmaConfig(**TEXT, head_dim=8),
+                            image_token_index=IMAGE, projection_dim=32)
+
+    def extra(batch: dict) -> dict:
+        return {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE), "token_type_ids": torch.zeros_like(batch["input_ids"])}
+
+    return _vlm("paligemma", T.PaliGemmaForConditionalGeneration(cfg), 4, extra)
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -469,6 +483,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen3_vl": qwen3_vl,
     "qwen3_vl_moe": qwen3_vl_moe,
     "glm4v": glm4v,
+    "paligemma": paligemma,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,

@@ -20,12 +20,23 @@ import torch
 import sasa_kernels as sk
 from sasa import SASAConfig, apply_sasa
 from sasa import _compat as compat
+from sasa.families import FAMILIES as FAMILY_DATA
 from sasa._one_token import gather_seq
 from sasa._capture import Capture
 
 from . import _tiny
 
 FAMILIES = sorted(_tiny.BUILDERS)
+
+
+def scopes(family: str) -> tuple[str, ...]:
+    """The scopes a family supports: both, or scope='all' only where scope='last' is refused."""
+    return ("all",) if FAMILY_DATA[family].no_scope_last else ("last", "all")
+
+
+LAST = [f for f in FAMILIES if "last" in scopes(f)]  # the scope='last' checks run on these
+ALL_ONLY = [f for f in FAMILIES if "last" not in scopes(f)]
+FAMILY_SCOPES = [(f, scope) for f in FAMILIES for scope in scopes(f)]
 NEVER = -60.0  # a bias that makes every probability ~1e-26: flags nothing (exp(60) still fits fp32)
 
 
@@ -44,6 +55,8 @@ def _tiny_last(mask):
 
 
 def config(t: _tiny.Tiny, **kw) -> SASAConfig:
+    """The tiny model's config; scope='last' (the default) where the family supports it, else 'all'."""
+    kw.setdefault("scope", scopes(t.family)[0])
     return SASAConfig(t.safety_layer, t.fused_layer, **kw)
 
 
@@ -107,13 +120,14 @@ def test_1_hidden_states_match_output_hidden_states(family):
 def test_2_scope_last_equals_slow_last_token_projection(family, side):
     t = tiny(family)
     batch = getattr(t, side)
-    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
-    try:
-        fast = guard.features(**batch)
-    finally:
-        guard.remove()
     slow = slow_final_state(t, batch, only_last=True).float()
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    if "last" in scopes(family):
+        guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+        try:
+            fast = guard.features(**batch)
+        finally:
+            guard.remove()
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     # and scope="all" equals projecting every token the slow way
     guard = apply_sasa(t.model, config(t, scope="all", feature="hidden"))
     try:
@@ -123,13 +137,13 @@ def test_2_scope_last_equals_slow_last_token_projection(family, side):
     torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
     # Neither check is empty: the projection changes the final state, and projecting every token
     # differs from projecting the last one only.
-    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden", mode="residual", coef=0.0))
+    guard = apply_sasa(t.model, config(t, scope="all", feature="hidden", mode="residual", coef=0.0))
     try:
         unmodified = guard.features(**batch)
     finally:
         guard.remove()
-    assert (fast - unmodified).abs().max() > 1e-3
-    assert (full - fast).abs().max() > 1e-4
+    assert (full - unmodified).abs().max() > 1e-3 and (slow - unmodified).abs().max() > 1e-3
+    assert (full - slow).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("family", sorted(_tiny.VLM_FAMILIES))
@@ -138,7 +152,7 @@ def test_images_reach_the_language_model(family):
     t = tiny(family)
     other = dict(t.right)
     other["pixel_values"] = t.right["pixel_values"] + 1.0
-    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+    guard = apply_sasa(t.model, config(t, feature="hidden"))
     try:
         a, b = guard.features(**t.right), guard.features(**other)
     finally:
@@ -146,8 +160,7 @@ def test_images_reach_the_language_model(family):
     assert (a - b).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("scope", ["all", "last"])
+@pytest.mark.parametrize("family, scope", FAMILY_SCOPES)
 def test_3_residual_zero_is_the_unmodified_state(family, scope):
     t = tiny(family)
     batch = t.right
@@ -162,7 +175,7 @@ def test_3_residual_zero_is_the_unmodified_state(family, scope):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LAST)
 def test_4_scoring_leaves_the_cache_bit_identical(family):
     t = tiny(family)
     batch = t.left
@@ -188,7 +201,7 @@ def test_4_scoring_leaves_the_cache_bit_identical(family):
         guard.remove()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LAST)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_4_riding_along_equals_the_pass_after_the_forward(family, side):
     t = tiny(family)
@@ -220,9 +233,8 @@ def _hidden_size(t):
     return compat.find_decoder(t.model).norm.weight.shape[0]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family, scope", FAMILY_SCOPES)  # "last" rides along inside the prefill
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("scope", ["last", "all"])  # "last" rides along inside the prefill
 def test_5_generate_passes_are_bit_identical(family, dtype, scope):
     t = tiny(family) if dtype == torch.float32 else tiny(family).to(dtype)
     probe = (torch.zeros(_hidden_size(t)), torch.tensor(NEVER))
@@ -237,7 +249,8 @@ def test_5_generate_flagged_rows_refuse_others_unchanged(family):
     t = tiny(family)
     d = _hidden_size(t)
     # A probe reading one hidden feature, thresholded between the rows' values, flags some rows.
-    guard = apply_sasa(t.model, config(t, scope="last", feature="hidden"))
+    scope = scopes(family)[0]
+    guard = apply_sasa(t.model, config(t, scope=scope, feature="hidden"))
     try:
         feats = guard.features(**t.left)
     finally:
@@ -250,7 +263,7 @@ def test_5_generate_flagged_rows_refuse_others_unchanged(family):
     probe = (weight, torch.tensor(-50.0 * cut))
     want_flag = feats[:, j] > cut
     assert want_flag.any() and not want_flag.all()
-    want, got = _generate_pair(t, probe, scope="last")
+    want, got = _generate_pair(t, probe, scope=scope)
     assert torch.equal(got.flagged, want_flag)
     prompt = t.left["input_ids"].shape[1]
     for row in range(want.shape[0]):
@@ -276,7 +289,7 @@ def test_6_folded_logits_probe_equals_explicit(family):
     gen = torch.Generator().manual_seed(3)
     weight = torch.randn(3, _tiny.VOCAB, generator=gen) * 0.3
     bias = torch.randn(3, generator=gen)
-    guard = apply_sasa(t.model, config(t, scope="last"), probe=(weight, bias))
+    guard = apply_sasa(t.model, config(t), probe=(weight, bias))
     try:
         assert guard.folded == (compat.final_logit_softcap(t.model) is None)
         scores = guard.score(**t.right)
@@ -465,3 +478,29 @@ def test_hidden_states_changed_between_blocks_are_refused_where_the_pass_would_m
             unchecked = guard.features(**inputs)
         slow = slow_final_state(early_t, inputs, only_last=scope == "last").float()
         assert (unchecked - slow).abs().max() > 1e-3, scope
+
+
+@pytest.mark.parametrize("family", ALL_ONLY)
+def test_scope_last_is_refused_where_it_cannot_be_exact(family, monkeypatch):
+    """A family whose prompts other positions attend to as a whole (PaliGemma's prefix-LM) refuses
+    scope='last' at apply_sasa, naming scope='all'; and the per-prompt mask check would refuse it
+    too (it is not the family entry alone that keeps the wrong features out)."""
+    import dataclasses
+
+    from sasa import families
+
+    t = tiny(family)
+    with pytest.raises(ValueError, match="scope='all'"):
+        apply_sasa(t.model, config(t, scope="last"))
+    assert sasa_guard_absent(t.model)
+    allowed = dataclasses.replace(FAMILY_DATA[family], no_scope_last="")
+    monkeypatch.setitem(families.FAMILIES, family, allowed)
+    with apply_sasa(t.model, config(t, scope="last", feature="hidden")) as guard:
+        with pytest.raises(RuntimeError, match="scope='all'"):
+            guard.features(**t.right)
+
+
+def sasa_guard_absent(model) -> bool:
+    from sasa import get_guard
+
+    return get_guard(model) is None
