@@ -11,7 +11,7 @@ What differs, and how it is handled here:
   accepts both.
 - Where the decoder lives: ``get_decoder()`` on text models; vision-language models expose the
   language model as ``model.model.language_model`` (and ``get_decoder()`` returns it in most
-  releases). :func:`find_decoder` tries those in order.
+  releases), Llama 4 as ``model.language_model.model``. :func:`find_decoder` tries those in order.
 - The cache argument of the *top-level* forward and its output field: ``past_key_values`` in 5.17,
   ``cache`` later (:func:`cache_argument`, :func:`output_cache`; used by the benchmarks).
 - ``logits_to_keep`` on the top-level forward (lets the normal pass skip the vocabulary matmul for
@@ -89,7 +89,10 @@ def find_decoder(model: nn.Module) -> Optional[nn.Module]:
     if inner is not None:
         candidates.append(getattr(inner, "language_model", None))
         candidates.append(inner)
-    candidates.append(getattr(model, "language_model", None))
+    language_model = getattr(model, "language_model", None)
+    candidates.append(language_model)
+    # Llama 4 keeps a whole causal LM as ``language_model`` (its decoder is that model's ``.model``).
+    candidates.append(getattr(language_model, "model", None))
     for candidate in candidates:
         if isinstance(candidate, nn.Module) and isinstance(getattr(candidate, "layers", None), nn.ModuleList):
             return candidate

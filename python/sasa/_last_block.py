@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from . import _compat as compat
-from ._one_token import SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
+from ._one_token import CacheLengthPerRow, SwappedKV, all_tokens_kwargs, gather_seq, one_token_kwargs
 
 
 class _KeysRecorded(Exception):
@@ -70,5 +70,8 @@ def last_block_at_last_position(block: Any, h: Tensor, kwargs: dict[str, Any], l
     one_token[cache_name] = view
     try:
         return call(gather_seq(h, last_pos, -2), one_token)
+    except CacheLengthPerRow:  # the block needs each row's own position as one number: run it whole
+        view.restore()
+        return gather_seq(call(h, {**base, cache_name: None}), last_pos, -2)
     finally:
         view.restore()

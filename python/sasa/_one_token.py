@@ -18,6 +18,10 @@ from torch import Tensor
 from . import _compat as compat
 
 
+class CacheLengthPerRow(NotImplementedError):
+    """A block asked :class:`SwappedKV` for one cache length while the rows' tokens sit at different positions."""
+
+
 class SwappedKV:
     """Stands in for the cache while one token per row runs through the blocks.
 
@@ -44,7 +48,18 @@ class SwappedKV:
         self._saved.clear()
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return int(next(iter(self.kv.values()))[0].shape[-2])
+        """How many positions precede the token: its own position ``p``, as in the normal pass
+        (Llama 4's attention temperature tuning reads it). One number for the whole batch, so the
+        rows must share ``p`` (left-padded or unpadded prompts); :class:`CacheLengthPerRow` otherwise."""
+        positions = self.last_pos.unique()
+        if positions.numel() != 1:
+            raise CacheLengthPerRow(
+                "sasa scope='last': a decoder block reads the cache length (e.g. Llama 4's attention temperature "
+                "tuning), which for the re-run token is its position, and the rows' last prompt tokens sit at "
+                f"different positions ({sorted(positions.tolist())}: right padding). Left-pad the prompts (as "
+                "guard.encode and generate do) or use scope='all'."
+            )
+        return int(positions[0])
 
     def _swap(self, full: Tensor, new: Tensor) -> Tensor:
         # full [B, H, T, D], new [B, H, 1, D].
@@ -90,12 +105,15 @@ def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, 
             out[name] = _mask_row(value, last_pos, seq_len)
         elif name.startswith("position_embeddings") and isinstance(value, (tuple, list)):
             out[name] = type(value)(gather_seq(t, last_pos, -2) for t in value)
+        elif name.startswith("position_embeddings") and isinstance(value, Tensor) and value.dim() >= 2 \
+                and value.shape[-2] == seq_len:
+            out[name] = gather_seq(value, last_pos, -2)  # one table, [B, T, D] (Llama 4's complex freqs)
         elif name in ("position_ids", "text_position_ids") and isinstance(value, Tensor):
             out[name] = gather_seq(value, last_pos, -1)
         elif name == "cache_position" and isinstance(value, Tensor):
             # Only caches read it; SwappedKV ignores it. One entry keeps its shape consistent.
             out[name] = value[-1:]
-        elif isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == seq_len:
+        elif isinstance(value, Tensor) and value.dim() >= 2 and seq_len in value.shape[1:]:
             raise NotImplementedError(
                 f"sasa scope='last': decoder-block argument {name!r} has a per-position shape "
                 f"{list(value.shape)} that sasa does not know how to restrict to one token"

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 import transformers as T
 
+from sasa import _compat as compat
+
 PAD, EOS, BOS = 0, 1, 2
 VOCAB = 128
 TEXT = dict(
@@ -130,7 +132,7 @@ def _sharp_routers(t: Tiny) -> Tiny:
     decisions: a test that reused the normal pass's routing for the augmented token must fail."""
     path = ROUTERS[t.family][0]
     with torch.no_grad():
-        for block in t.model.get_decoder().layers:
+        for block in compat.find_decoder(t.model).layers:
             block.get_submodule(path).weight.mul_(30.0)
     return t
 
@@ -475,6 +477,32 @@ def paligemma() -> Tiny:
     return _vlm("paligemma", T.PaliGemmaForConditionalGeneration(cfg), 4, extra)
 
 
+def _llama4_router(output: Any) -> torch.Tensor:
+    scores = output[0]  # (router_scores [N, E]: sigmoid of the top-k logits, 0 elsewhere; router_logits)
+    k = int((scores[0] > 0).sum())
+    return scores.topk(k, dim=-1).indices
+
+
+def llama4(temperature_tuning: bool = False) -> Tiny:
+    # Every text block sparse (8 experts, top 1, plus a shared expert); chunked attention (chunks of 4
+    # tokens) in every other block, the others full attention without rope; pixel-shuffled vision
+    # tower (16 patches: 4 image tokens). ``temperature_tuning``: the no-rope blocks scale queries by
+    # the token's position (floor_scale 4, so it changes within the prompt), which scope='last'
+    # can reproduce only where the rows' last tokens share a position (left padding): tested apart.
+    torch.manual_seed(0)
+    text = T.Llama4TextConfig(**TEXT, head_dim=8, intermediate_size_mlp=64, num_local_experts=8, num_experts_per_tok=1,
+                              interleave_moe_layer_step=1, no_rope_layer_interval=2, attention_chunk_size=4,
+                              attn_temperature_tuning=temperature_tuning, floor_scale=4, attn_scale=0.5)
+    vision = T.Llama4VisionConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                  image_size=IMG_SIZE, patch_size=4, vision_output_dim=32, projector_input_dim=32,
+                                  projector_output_dim=32, pixel_shuffle_ratio=0.5)
+    cfg = T.Llama4Config(vision_config=vision, text_config=text, image_token_index=IMAGE, boi_token_index=START,
+                         eoi_token_index=END)
+    t = _vlm("llama4", T.Llama4ForConditionalGeneration(cfg), 4,
+             lambda b: {"pixel_values": _pixels(3, 3, IMG_SIZE, IMG_SIZE)}, start=START, end=END)
+    return _sharp_routers(t)
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -484,6 +512,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen3_vl_moe": qwen3_vl_moe,
     "glm4v": glm4v,
     "paligemma": paligemma,
+    "llama4": llama4,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,
@@ -493,3 +522,4 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "smolvlm": smolvlm,
 }
 BUILDERS.update(VLM_FAMILIES)
+ROUTERS["llama4"] = ("feed_forward.router", _llama4_router)

@@ -504,3 +504,31 @@ def sasa_guard_absent(model) -> bool:
     from sasa import get_guard
 
     return get_guard(model) is None
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_llama4_attention_temperature_tuning_needs_each_tokens_position(side):
+    """Llama 4's no-rope blocks scale queries by the position the cache length gives: the re-run token
+    gets its own position, exactly, where the rows' last tokens share it (left padding); with right
+    padding scope='last' is refused (naming left padding and scope='all') and scope='all' is exact
+    (its last block runs whole there)."""
+    t = _tiny.llama4(temperature_tuning=True)
+    batch = getattr(t, side)
+    last = config(t, scope="last", feature="hidden")
+    with apply_sasa(t.model, last) as guard:
+        if side == "left":
+            fast = guard.features(**batch)
+            torch.testing.assert_close(fast, slow_final_state(t, batch, only_last=True).float(), atol=1e-5, rtol=1e-5)
+        else:
+            with pytest.raises(RuntimeError, match="Left-pad the prompts.*scope='all'"):
+                guard.features(**batch)
+    with apply_sasa(t.model, config(t, scope="all", feature="hidden")) as guard:
+        full = guard.features(**batch)
+    torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
+    if side == "left":  # not an empty check: another position (4 later) gives other features
+        from sasa._one_token import SwappedKV
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(SwappedKV, "get_seq_length", lambda self, layer_idx=0: int(self.last_pos.max()) + 4)
+            with apply_sasa(t.model, last) as guard:
+                assert (guard.features(**batch) - fast).abs().max() > 1e-4
