@@ -60,6 +60,7 @@ _FAMILIES = (
     Family("qwen3_vl_moe"),
     Family("glm4v"),
     Family("llama4"),
+    Family("phi4_multimodal"),
     Family(
         "paligemma", norm_offset=1.0, llama_norm_numerics=False,
         no_scope_last="its prompt is a prefix (image and text) attended bidirectionally, so every prompt position "

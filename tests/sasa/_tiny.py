@@ -503,6 +503,30 @@ def llama4(temperature_tuning: bool = False) -> Tiny:
     return _sharp_routers(t)
 
 
+def phi4_multimodal() -> Tiny:
+    # Phi-4-multimodal: Phi-3 text; the image enters through the embedding (a 16x16 image = a global
+    # crop and one 16x16 sub-crop of 4x4 patches, pooled 2x2, with separator rows: 13 image tokens).
+    # The speech tower is built too (tiny) and unused.
+    torch.manual_seed(0)
+    vision = T.Phi4MultimodalVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                          image_size=IMG_SIZE, patch_size=4, crop_size=IMG_SIZE, image_token_id=IMAGE,
+                                          feature_layer=-1)
+    audio = T.Phi4MultimodalAudioConfig(hidden_size=32, intermediate_size=64, num_blocks=1, num_attention_heads=4,
+                                        ext_pw_out_channel=32, depthwise_separable_out_channel=32, nemo_conv_channels=32,
+                                        input_size=16, audio_token_id=123, chunk_size=-1, left_chunk=18, kernel_size=3)
+    cfg = T.Phi4MultimodalConfig(**TEXT, vision_config=vision, audio_config=audio)
+
+    def extra(batch: dict) -> dict:
+        rows = batch["input_ids"].shape[0]
+        return {
+            "image_pixel_values": _pixels(rows, 2, 3, IMG_SIZE, IMG_SIZE),
+            "image_sizes": torch.tensor([[IMG_SIZE, IMG_SIZE]] * rows),
+            "image_attention_mask": torch.ones(rows, 2, 4, 4, dtype=torch.long),
+        }
+
+    return _vlm("phi4_multimodal", T.Phi4MultimodalForCausalLM(cfg), 13, extra)
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -513,6 +537,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "glm4v": glm4v,
     "paligemma": paligemma,
     "llama4": llama4,
+    "phi4_multimodal": phi4_multimodal,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,

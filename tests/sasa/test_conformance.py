@@ -151,7 +151,8 @@ def test_images_reach_the_language_model(family):
     """The vision-language batches are real image inputs: other pixels give other features."""
     t = tiny(family)
     other = dict(t.right)
-    other["pixel_values"] = t.right["pixel_values"] + 1.0
+    pixels = next(name for name in t.right if name.endswith("pixel_values"))
+    other[pixels] = t.right[pixels] + 1.0
     guard = apply_sasa(t.model, config(t, feature="hidden"))
     try:
         a, b = guard.features(**t.right), guard.features(**other)
