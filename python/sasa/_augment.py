@@ -110,8 +110,9 @@ class AugmentedPass:
         h, normed = self._project(normal.hidden[self.safety_layer], normal.hidden[self.fused_layer])
         last = len(self.layers) - 1
         for idx in range(self.safety_layer + 1, last):
-            h = self.call_block(idx, h, all_tokens_kwargs(normal.block_kwargs[idx]), normed)
-            normed = None
+            if idx not in normal.skipped:  # (a block the model's own forward skipped is skipped here too)
+                h = self.call_block(idx, h, all_tokens_kwargs(normal.block_kwargs[idx]), normed)
+            normed = None  # block s+1's fused input norm: for it alone
         if normed is not None or not self.last_block_one_token:  # (block s+1 is the last one)
             h = self.call_block(last, h, all_tokens_kwargs(normal.block_kwargs[last]), normed)
             return gather_seq(h, last_pos, -2)[:, 0]
@@ -150,15 +151,23 @@ class OneTokenPass:
         self._checked: set = set()
         self.h, normed = augment._project(hs, hf)
         self.next_block = s + 1
-        self.step(s + 1, normed)
+        self._skip()
+        self.step(self.next_block, normed if self.next_block == s + 1 else None)
         # Compiled, the rest runs in finish(): block s+1 stays eager (its fused input norm is
         # handed over through a ContextVar, which dynamo cannot trace).
-        while augment.compiled is None and self.next_block <= f:
+        while augment.compiled is None and self._skip() <= f:
             self.step(self.next_block)
+
+    def _skip(self) -> int:
+        """Pass over the blocks the normal forward skipped (Mllama's cross-attention blocks on a
+        prompt without an image); the next block to run."""
+        while self.next_block in self.normal.skipped:
+            self.next_block += 1
+        return self.next_block
 
     def step(self, idx: int, normed: Optional[Tensor] = None) -> None:
         """Run block ``idx`` (the next one) on the token; needs the normal pass's record of it."""
-        if idx != self.next_block:
+        if idx != self._skip():
             raise RuntimeError(f"sasa: augmented pass expected block {self.next_block}, got {idx}")
         kwargs = self._kwargs(idx)
         try:
@@ -185,12 +194,12 @@ class OneTokenPass:
         """Run the remaining blocks; the pre-norm state after the last block, ``[B, d]``."""
         if self.augment.compiled is not None and not self.done:
             self._run_compiled(self.augment.compiled)
-        while not self.done:
+        while self._skip() < len(self.augment.layers):
             self.step(self.next_block)
         return self.h[:, 0]
 
     def _run_compiled(self, compiled: CompiledBlocks) -> None:
-        indices = range(self.next_block, len(self.augment.layers))
+        indices = [i for i in range(self.next_block, len(self.augment.layers)) if i not in self.normal.skipped]
         kwargs = [self._kwargs(i) for i in indices]
         try:
             h = compiled.run([self.augment.layers[i] for i in indices], self.h, kwargs, self._view)

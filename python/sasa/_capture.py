@@ -72,6 +72,9 @@ class NormalPass:
     #: The first decoder block (from ``chain_from + 1``) whose input was not the previous block's
     #: output: the model changed the hidden states between blocks (Qwen3-VL's DeepStack features).
     unchained: Optional[int] = None
+    #: Blocks after ``chain_from`` the model's forward did not call at all while calling a later one
+    #: (Mllama skips its cross-attention blocks on a prompt without an image): the re-run skips them too.
+    skipped: set[int] = field(default_factory=set)
 
 
 class Recorder:
@@ -88,7 +91,7 @@ class Recorder:
         #: positions' keys and values are the normal pass's own, changes included).
         self.chain_from = chain_from
         self.chain_positions = chain_positions
-        self._outputs: dict[int, Any] = {}
+        self._last_output: Optional[tuple[int, Any]] = None  # (block, its output) of the latest block
         self._chain_seen: set[int] = set()
         self.result = NormalPass()
         self._wrapped_cache: Any = None
@@ -103,7 +106,7 @@ class Recorder:
             self.result.hidden[idx] = compat.block_output(output)
         if self.chain_from is not None and idx >= self.chain_from and idx not in self._chain_seen:
             self._chain_seen.add(idx)
-            self._outputs[idx] = compat.block_output(output)
+            self._last_output = (idx, compat.block_output(output))
         if self.after_block is not None:
             self.after_block(idx)
 
@@ -116,8 +119,12 @@ class Recorder:
             )
         if self.chain_from is not None and idx > self.chain_from and self.result.unchained is None:
             given = args[0] if args else kwargs.get("hidden_states")
-            if not _same_states(given, self._outputs.pop(idx - 1, None), self.chain_positions):
+            previous, output = self._last_output if self._last_output is not None else (-1, None)
+            if previous < self.chain_from or not _same_states(given, output, self.chain_positions):
                 self.result.unchained = idx
+            else:  # blocks between the previous one and this were not called: skipped by the model
+                self.result.skipped.update(range(previous + 1, idx))
+            self._last_output = None
         self.result.block_kwargs[idx] = dict(kwargs)
         for value in kwargs.values():
             if compat.is_cache(value):
@@ -126,7 +133,7 @@ class Recorder:
                     self._wrap_update(value)
 
     def close(self) -> None:
-        self._outputs.clear()
+        self._last_output = None
         self._close_cache()
 
     def _close_cache(self) -> None:
@@ -271,8 +278,9 @@ def check_observed(normal: NormalPass, safety_layer: int, fused_layer: int, scop
             + f"); SASA re-runs blocks {s + 1}..{num_layers - 1} back to back and would miss that. Use a "
             f"safety_layer of at least {j}"
         )
-    missing = [i for i in range(s + 1, num_layers) if i not in normal.block_kwargs]
+    run = [i for i in range(s + 1, num_layers) if i not in normal.skipped]
+    missing = [i for i in run if i not in normal.block_kwargs]
     if scope == "last":
-        missing += [i for i in range(s + 1, num_layers) if i not in normal.kv and i not in missing]
+        missing += [i for i in run if i not in normal.kv and i not in missing]
     if missing:
         raise RuntimeError(f"the observed forward left nothing recorded for decoder block(s) {sorted(set(missing))}")

@@ -39,6 +39,10 @@ class SwappedKV:
         self._saved: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any, **kwargs: Any):
+        if key_states.shape[-2] != 1:
+            # Not the token's own key (it is one position): a cross-attention block's keys and values,
+            # computed from other states (Mllama's image), the same ones the normal pass computed.
+            return key_states, value_states
         keys, values = self.kv[layer_idx]
         return self._swap(keys, key_states), self._swap(values, value_states)
 
@@ -95,6 +99,10 @@ def all_tokens_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Per-query-row masks of cross-attention blocks (Mllama): ``[B, 1, T, N]``, restricted to the token's row.
+_QUERY_ROW_MASKS = ("cross_attention_mask", "full_text_row_masked_out_mask")
+
+
 def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, seq_len: int) -> dict[str, Any]:
     """A block's normal-pass arguments, restricted to each row's last prompt token."""
     out: dict[str, Any] = {}
@@ -108,6 +116,8 @@ def one_token_kwargs(kwargs: dict[str, Any], view: SwappedKV, last_pos: Tensor, 
         elif name.startswith("position_embeddings") and isinstance(value, Tensor) and value.dim() >= 2 \
                 and value.shape[-2] == seq_len:
             out[name] = gather_seq(value, last_pos, -2)  # one table, [B, T, D] (Llama 4's complex freqs)
+        elif name in _QUERY_ROW_MASKS and isinstance(value, Tensor) and value.dim() == 4 and value.shape[-2] == seq_len:
+            out[name] = gather_seq(value, last_pos, -2, batch_dim=0)  # [B, 1, T(query), N]: the token's row
         elif name in ("position_ids", "text_position_ids") and isinstance(value, Tensor):
             out[name] = gather_seq(value, last_pos, -1)
         elif name == "cache_position" and isinstance(value, Tensor):

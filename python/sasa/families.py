@@ -61,6 +61,7 @@ _FAMILIES = (
     Family("glm4v"),
     Family("llama4"),
     Family("phi4_multimodal"),
+    Family("mllama"),
     Family(
         "paligemma", norm_offset=1.0, llama_norm_numerics=False,
         no_scope_last="its prompt is a prefix (image and text) attended bidirectionally, so every prompt position "

@@ -527,6 +527,36 @@ def phi4_multimodal() -> Tiny:
     return _vlm("phi4_multimodal", T.Phi4MultimodalForCausalLM(cfg), 13, extra)
 
 
+def mllama() -> Tiny:
+    # Llama 3.2 Vision: the image enters only through a cross-attention block (block 3 of 5: the
+    # re-run blocks 2..4 include it); one image token per row, and the rows attend to the image from
+    # it on (cross_attention_mask). Tiled vision tower (one 16x16 tile of 4 patches).
+    torch.manual_seed(0)
+    vision = T.MllamaVisionConfig(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
+                                  intermediate_size=64, vision_output_dim=64, image_size=IMG_SIZE, patch_size=8,
+                                  max_num_tiles=1, intermediate_layers_indices=[0], supported_aspect_ratios=[[1, 1]])
+    text = T.MllamaTextConfig(**{**TEXT, "num_hidden_layers": 5, "cross_attention_layers": [3]})
+    cfg = T.MllamaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE)
+
+    def extra(batch: dict) -> dict:
+        rows = batch["input_ids"].shape[0]
+        sees_image = ((batch["input_ids"] == IMAGE).long().cumsum(1) > 0).long() * batch["attention_mask"]
+        return {
+            "pixel_values": _pixels(rows, 1, 1, 3, IMG_SIZE, IMG_SIZE),
+            "aspect_ratio_ids": torch.ones(rows, 1, dtype=torch.long),
+            "aspect_ratio_mask": torch.ones(rows, 1, 1, dtype=torch.long),
+            "cross_attention_mask": sees_image[:, :, None, None],
+        }
+
+    model = T.MllamaForConditionalGeneration(cfg)
+    # The cross-attention block's gates start at 0 (tanh(0): the image adds nothing); open them.
+    block = compat.find_decoder(model).layers[3]
+    with torch.no_grad():
+        block.cross_attn_attn_gate.fill_(1.0)
+        block.cross_attn_mlp_gate.fill_(1.0)
+    return _vlm("mllama", model, 1, extra)
+
+
 VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -538,6 +568,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "paligemma": paligemma,
     "llama4": llama4,
     "phi4_multimodal": phi4_multimodal,
+    "mllama": mllama,
     "idefics3": idefics3,
     "gemma3": gemma3,
     "llava_onevision": llava_onevision,

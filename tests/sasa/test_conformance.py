@@ -533,3 +533,21 @@ def test_llama4_attention_temperature_tuning_needs_each_tokens_position(side):
             patch.setattr(SwappedKV, "get_seq_length", lambda self, layer_idx=0: int(self.last_pos.max()) + 4)
             with apply_sasa(t.model, last) as guard:
                 assert (guard.features(**batch) - fast).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_blocks_the_model_skips_are_skipped_by_the_re_run(side):
+    """Mllama skips its cross-attention block on a prompt without an image: the re-run (both scopes)
+    skips it too, and equals the slow re-run; generation stays bit-identical."""
+    t = tiny("mllama")
+    batch = _tiny.text_batch(side=side)
+    for scope in ("last", "all"):
+        with apply_sasa(t.model, config(t, scope=scope, feature="hidden")) as guard:
+            got = guard.features(**batch)
+            assert guard._normal_pass(batch)[1].skipped == {3}
+        want = slow_final_state(t, batch, only_last=scope == "last").float()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if side == "left":
+        text_only = _tiny.Tiny(t.family, t.model, batch, _tiny.text_batch(side="right"), t.safety_layer, t.fused_layer)
+        want, got = _generate_pair(text_only, (torch.zeros(32), torch.tensor(NEVER)), scope="last")
+        assert not got.flagged.any() and torch.equal(got.sequences, want)
