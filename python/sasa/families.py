@@ -59,6 +59,7 @@ _FAMILIES = (
     Family("qwen3_vl"),
     Family("qwen3_vl_moe"),
     Family("glm4v"),
+    Family("glm4v_moe"),
     Family("llama4"),
     Family("phi4_multimodal"),
     Family("mllama"),

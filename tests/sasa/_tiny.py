@@ -181,6 +181,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = dict(TEXT_FAMILIES)
 ROUTERS: dict[str, tuple[str, Callable[[Any], torch.Tensor]]] = {
     "qwen3_moe": ("mlp.gate", _qwen3_moe_router),
     "qwen3_vl_moe": ("mlp.gate", _qwen3_moe_router),
+    "glm4v_moe": ("mlp.gate", _qwen3_moe_router),
 }
 
 
@@ -347,6 +348,20 @@ def glm4v() -> Tiny:
     return _qwen_vl("glm4v", T.Glm4vVisionConfig, vision, T.Glm4vTextConfig, T.Glm4vConfig,
                     T.Glm4vForConditionalGeneration, mrope_section=[1, 1, 2], image_start_token_id=START,
                     image_end_token_id=END)
+
+
+def glm4v_moe() -> Tiny:
+    # GLM-4.5V: GLM-4V's layout with every text block sparse: 8 routed experts in 2 groups (sigmoid
+    # scores, top 2 from the best group) plus a shared expert; rope over half of each head (the
+    # M-RoPE sections split those 2 frequency pairs between height and width).
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, image_size=IMG_SIZE)
+    t = _qwen_vl("glm4v_moe", T.Glm4vMoeVisionConfig, vision, T.Glm4vMoeTextConfig, T.Glm4vMoeConfig,
+                 T.Glm4vMoeForConditionalGeneration, mrope_section=(0, 1, 1), image_start_token_id=START,
+                 image_end_token_id=END,
+                 n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
+                 moe_intermediate_size=16, first_k_dense_replace=0)
+    return _sharp_routers(t)
 
 
 def qwen2_5_vl() -> Tiny:
@@ -565,6 +580,7 @@ VLM_FAMILIES: dict[str, Callable[[], Tiny]] = {
     "qwen3_vl": qwen3_vl,
     "qwen3_vl_moe": qwen3_vl_moe,
     "glm4v": glm4v,
+    "glm4v_moe": glm4v_moe,
     "paligemma": paligemma,
     "llama4": llama4,
     "phi4_multimodal": phi4_multimodal,
