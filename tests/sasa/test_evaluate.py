@@ -272,8 +272,11 @@ def test_a_real_sigint_while_generating_is_one_line_exit_130_and_writes_nothing(
     root, _, _, _ = planted
     out = tmp_path / "out"
     # The process signals itself once the rows are read and the model loaded (what a user's Ctrl-C
-    # during generation does), through Python's own SIGINT handler.
+    # during generation does), through Python's own SIGINT handler. The handler is installed
+    # explicitly: a job started in the background by a non-interactive shell (as CI may be) begins
+    # with SIGINT ignored, and Python then leaves it ignored; an interactive terminal does not.
     script = ("import os, signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "import sasa._eval_run as run\n"
               "real = run.run_generations\n"
               "def signalled(*args, **kwargs):\n"
