@@ -12,8 +12,10 @@ Every metric comes with a 95% percentile bootstrap interval (:func:`sasa.metrics
 the evaluated held-out rows are resampled with replacement, harmful and benign rows separately,
 and the metric recomputed; the probe is fitted once, so the interval covers the evaluation
 sample only, not the calibration. The table is reported for all evaluated rows (``group="all"``,
-the headline) and again for the rows about training objects and about held-out objects
-(:data:`sasa.organism.world.HELDOUT_NAMES`), each with its own intervals.
+the headline), again for the rows about training objects and about held-out objects
+(:data:`sasa.organism.world.HELDOUT_NAMES`), and for the image-carried rows only (``IMAGE_ONLY``:
+against image-carried benign rows, so that telling pictures from words earns nothing), each with
+its own intervals.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ from .manifest import carrier_of, object_of
 PROBES = ("a: plain logits", "b: plain H (safety block)", "c: plain H (fused block)", "d: SASA logits",
           "e: SASA hidden")
 CALIBRATIONS = ("mixed", "text-only")
-#: The row groups of the table: every evaluated row (the headline), then split by the row's object.
-GROUPS = ("all", "training objects", "held-out objects")
+#: The row groups of the table: every evaluated row (the headline), then split by the row's object,
+#: then the image-carried rows only (image-carried harmful against image-carried benign: a probe that
+#: only tells pictures from words scores 0.5 there, so it isolates detecting harm *in the image*).
+IMAGE_ONLY = "image rows only"
+GROUPS = ("all", "training objects", "held-out objects", IMAGE_ONLY)
 #: The table's metrics, in column order; each has a ``<name>_ci`` interval field on :class:`ClaimRow`.
 METRICS = ("auroc", "tpr_at_5_fpr", "tpr_at_threshold", "fpr_at_threshold")
 #: Bootstrap replicates per interval by default.
@@ -113,9 +118,13 @@ def object_group(e: Example) -> Optional[str]:
 
 
 def group_masks(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-    """Bool masks over ``examples``, one per name in :data:`GROUPS` (a row of no known object is only in "all")."""
+    """Bool masks over ``examples``, one per name in :data:`GROUPS` (a row of no known object is only
+    in "all" and, if image-carried, in :data:`IMAGE_ONLY`)."""
     groups = [object_group(e) for e in examples]
-    return {name: torch.tensor([name == "all" or g == name for g in groups], dtype=torch.bool) for name in GROUPS}
+    masks = {name: torch.tensor([name == "all" or g == name for g in groups], dtype=torch.bool)
+             for name in GROUPS if name != IMAGE_ONLY}
+    masks[IMAGE_ONLY] = torch.tensor([_carrier(e) == "image" for e in examples], dtype=torch.bool)
+    return masks
 
 
 def claim_table(model: Any, processor: Any, calibration: Sequence[Example], heldout: Sequence[Example],

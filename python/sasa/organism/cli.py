@@ -108,7 +108,7 @@ def cmd_efficacy(args: argparse.Namespace) -> int:
     print(f"image-carried harmful ASR: unguarded {g['asr_image_unguarded']:.3f}, guarded {g['asr_image_guarded']:.3f}; "
           f"benign over-refusal {g['benign_over_refusal']:.3f}; passthrough mismatches {g['passthrough_mismatches']}")
     for row in results["claims"]:
-        print(f"  {row['probe']:<28} {row['calibration']:<10} AUROC {row['auroc']:.3f}  "
+        print(f"  {row['probe']:<28} {row['calibration']:<10} {row.get('group', 'all'):<17} AUROC {row['auroc']:.3f}  "
               f"TPR@5%FPR {row['tpr_at_5_fpr']:.3f}")
     print(f"everything in {Path(args.out) / 'results.json'}")
     if args.doc:

@@ -9,7 +9,9 @@ import torch
 
 from sasa.data import Example
 from sasa.organism import claims, world
-from sasa.organism.claims import GROUPS, METRICS, PROBES, ClaimRow, markdown
+from sasa.organism.claims import GROUPS, IMAGE_ONLY, METRICS, PROBES, ClaimRow, markdown
+
+OBJECT_GROUPS = ("training objects", "held-out objects")
 
 TRAINING = {kind: next(o for o in world.OBJECTS if not o.heldout and o.kind == kind) for kind in ("benign", "harmful")}
 HELDOUT = {kind: next(o for o in world.OBJECTS if o.heldout and o.kind == kind) for kind in ("benign", "harmful")}
@@ -38,6 +40,7 @@ def test_object_group_and_masks():
     assert masks["all"].tolist() == [True, True, True]
     assert masks["training objects"].tolist() == [True, False, False]
     assert masks["held-out objects"].tolist() == [False, True, False]
+    assert masks[IMAGE_ONLY].tolist() == [False, True, False]  # image-carried rows, whatever their object
 
 
 def _row(scores, labels, threshold=0.5, replicates=200, seed=0):
@@ -100,7 +103,7 @@ def test_markdown_defaults_to_all_and_puts_groups_side_by_side():
             for k, g in enumerate(GROUPS) for i, p in enumerate(PROBES[:2])]
     default = markdown(rows).splitlines()
     assert len(default) == 2 + 2 and "training objects" not in "\n".join(default)
-    both = markdown(rows, groups=GROUPS[1:]).splitlines()
+    both = markdown(rows, groups=OBJECT_GROUPS).splitlines()
     assert len(both) == 2 + 4
     # Training and held-out lines of one probe are adjacent, with the group and its counts.
     assert [line.split(" | ")[0:3:2] for line in both[2:]] == [
@@ -124,12 +127,14 @@ def test_claim_table_rows_per_group(monkeypatch):
     assert [r.group for r in rows] == [g for g in GROUPS for _ in range(len(PROBES) * 2)]
     by = {(r.group, r.probe, r.calibration): r for r in rows}
     for probe in PROBES:
-        whole, train, held = (by[(g, probe, "text-only")] for g in GROUPS)
+        whole, train, held, image = (by[(g, probe, "text-only")] for g in GROUPS)
         # Evaluated: image-carried harmful rows (6 per harmful object) against every benign row (12 per object).
         assert (whole.positives, whole.negatives) == (12, 24)
         assert (train.positives, train.negatives) == (held.positives, held.negatives) == (6, 12)
+        # Image rows only: the same harmful rows against the image-carried benign rows (6 per benign object).
+        assert (image.positives, image.negatives) == (12, 12)
         assert whole.calibration_rows == 24  # text-only calibration: the text rows
-        for r in (whole, train, held):
+        for r in (whole, train, held, image):
             assert r.auroc_ci is not None and r.auroc_ci[0] <= r.auroc <= r.auroc_ci[1]
 
 
@@ -140,7 +145,7 @@ def test_claim_table_leaves_out_an_empty_group(monkeypatch):
     calibration = [_example(o, c) for o in TRAINING.values() for c in ("text", "image") for _ in range(12)]
     heldout = [_example(o, c) for o in TRAINING.values() for c in ("text", "image") for _ in range(4)]
     rows = claims.claim_table(None, None, calibration, heldout, 2, 5, replicates=5, progress=False)
-    assert {r.group for r in rows} == {"all", "training objects"}
+    assert {r.group for r in rows} == {"all", "training objects", IMAGE_ONLY}
 
 
 def test_from_dict_ignores_unknown_keys():

@@ -111,5 +111,6 @@ def test_new_results_render_intervals_and_groups():
     assert "95% percentile bootstrap intervals, 1000 replicates" in text
     assert "| a: plain logits | mixed (100 rows) | held-out objects | 10 / 20 | 0.812 [0.700, 0.900]" in text
     assert "| held-out objects | 4 | 75.0% | 50.0% | 8 | 0.0% | 1 of 11 |" in text
-    # The headline claim table shows group "all" once; the group table adds the other two.
-    assert text.count("| a: plain logits | mixed (100 rows) |") == 3
+    # The headline claim table shows group "all" once, the image-only table once, the group table two.
+    assert text.count("| a: plain logits | mixed (100 rows) |") == 4
+    assert "Image-carried rows only" in text
