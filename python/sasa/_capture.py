@@ -225,9 +225,10 @@ class Capture:
     Only the forward run in the same context (thread) as the ``with`` block is recorded.
     """
 
-    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, record_kv: bool):
+    def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, record_kv: bool,
+                 chain_from: Optional[int] = None):
         self._layers = layers
-        self._recorder = Recorder(tuple(keep), kwargs_from, record_kv)
+        self._recorder = Recorder(tuple(keep), kwargs_from, record_kv, chain_from=chain_from)
         self._stack: Optional[contextlib.ExitStack] = None
 
     @property
@@ -236,7 +237,8 @@ class Capture:
 
     def __enter__(self) -> "Capture":
         stack = contextlib.ExitStack()
-        hooks = BlockHooks(self._layers, self._recorder.keep, self._recorder.kwargs_from)
+        hooks = BlockHooks(self._layers, self._recorder.keep, self._recorder.kwargs_from,
+                           chain_from=self._recorder.chain_from)
         stack.callback(hooks.remove)
         stack.enter_context(hooks.recording(self._recorder))
         self._stack = stack

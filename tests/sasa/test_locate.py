@@ -235,3 +235,20 @@ def test_ctrl_c_while_saving_keeps_the_previous_report_whole(saved_text_model, t
     assert code == 130
     assert "Traceback" not in err and err.strip() == "sasa locate: interrupted (Ctrl-C); the run did not finish"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new layers.png beside the old locate.json
+
+
+def test_locate_refuses_pairs_the_model_changes_the_states_after():
+    """Qwen3-VL adds DeepStack visual features after its text blocks 0 and 1: locate's grid pairs
+    with a safety block before 2 would re-run without them, so its passes refuse them (as the guard
+    does), and pairs from 2 on run."""
+    from sasa.families import family_of
+    from sasa.locate._passes import Passes
+    from tests.sasa import _tiny
+
+    t = _tiny.BUILDERS["qwen3_vl"]()
+    family = family_of("qwen3_vl")
+    with pytest.raises(RuntimeError, match="start the safety range at 2"):
+        Passes(t.model, family, [(1, 3)], mode="replace", coef=1.0, eps=1e-6)._normal(t.right, grid=True)
+    last_pos, states, normal = Passes(t.model, family, [(2, 3)], mode="replace", coef=1.0, eps=1e-6)._normal(
+        t.right, grid=True)
+    assert normal.unchained is None and states.shape[1] == 5  # checked from block 2 on: nothing changed there

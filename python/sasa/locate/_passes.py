@@ -73,13 +73,21 @@ class Passes:
             kwargs["logits_to_keep"] = 1  # the normal pass's own logits are not needed
         num = len(self.layers)
         capture = Capture(self.layers, keep=tuple(range(num)), kwargs_from=self.kwargs_from if grid else num,
-                          record_kv=grid)
+                          record_kv=grid, chain_from=self.kwargs_from - 1 if grid else None)
         with capture:
             self.model(**kwargs)
             normal = capture.result
         missing = [i for i in range(num) if i not in normal.hidden]
         if missing:
             raise RuntimeError(f"sasa locate: the forward did not run decoder block(s) {missing}")
+        changed = normal.unchained
+        if grid and changed is not None and any(s < changed for s, _ in self.pairs):
+            # (as the guard refuses: sasa._capture.check_observed) the re-run of blocks s+1.. would miss it
+            raise RuntimeError(
+                f"sasa locate: the model changed the hidden states between decoder blocks {changed - 1} and "
+                f"{changed}, outside the blocks (e.g. Qwen3-VL's DeepStack visual features), so pairs with a "
+                f"safety block before {changed} cannot be re-run exactly; start the safety range at {changed}"
+            )
         rows = torch.arange(batch, device=last_pos.device)
         states = torch.stack([normal.hidden[i][rows, last_pos] for i in range(num)], dim=1)
         return last_pos, states.float().cpu(), normal
