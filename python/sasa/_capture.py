@@ -226,9 +226,10 @@ class Capture:
     """
 
     def __init__(self, layers: nn.ModuleList, keep: tuple[int, ...], kwargs_from: int, record_kv: bool,
-                 chain_from: Optional[int] = None):
+                 chain_from: Optional[int] = None, chain_positions: Optional[Tensor] = None):
         self._layers = layers
-        self._recorder = Recorder(tuple(keep), kwargs_from, record_kv, chain_from=chain_from)
+        self._recorder = Recorder(tuple(keep), kwargs_from, record_kv, chain_from=chain_from,
+                                  chain_positions=chain_positions)
         self._stack: Optional[contextlib.ExitStack] = None
 
     @property

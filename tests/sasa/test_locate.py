@@ -238,17 +238,21 @@ def test_ctrl_c_while_saving_keeps_the_previous_report_whole(saved_text_model, t
 
 
 def test_locate_refuses_pairs_the_model_changes_the_states_after():
-    """Qwen3-VL adds DeepStack visual features after its text blocks 0 and 1: locate's grid pairs
-    with a safety block before 2 would re-run without them, so its passes refuse them (as the guard
-    does), and pairs from 2 on run."""
+    """Qwen3-VL adds DeepStack visual features to image positions after its text blocks 0 and 1:
+    on prompts ending in an image token, locate's grid pairs (scope="last") with a safety block
+    before 2 would re-run without them, so its passes refuse them (as the guard does); pairs from 2
+    on run, and prompts ending in text run every pair."""
     from sasa.families import family_of
     from sasa.locate._passes import Passes
     from tests.sasa import _tiny
 
     t = _tiny.BUILDERS["qwen3_vl"]()
     family = family_of("qwen3_vl")
+    ends_in_image = _tiny.image_last_batch(t, "right")
+    early = Passes(t.model, family, [(1, 3)], mode="replace", coef=1.0, eps=1e-6)
     with pytest.raises(RuntimeError, match="start the safety range at 2"):
-        Passes(t.model, family, [(1, 3)], mode="replace", coef=1.0, eps=1e-6)._normal(t.right, grid=True)
+        early._normal(ends_in_image, grid=True)
+    assert early._normal(t.right, grid=True)[2].unchained is None  # ends in text: untouched there
     last_pos, states, normal = Passes(t.model, family, [(2, 3)], mode="replace", coef=1.0, eps=1e-6)._normal(
-        t.right, grid=True)
+        ends_in_image, grid=True)
     assert normal.unchained is None and states.shape[1] == 5  # checked from block 2 on: nothing changed there

@@ -73,7 +73,8 @@ class Passes:
             kwargs["logits_to_keep"] = 1  # the normal pass's own logits are not needed
         num = len(self.layers)
         capture = Capture(self.layers, keep=tuple(range(num)), kwargs_from=self.kwargs_from if grid else num,
-                          record_kv=grid, chain_from=self.kwargs_from - 1 if grid else None)
+                          record_kv=grid, chain_from=self.kwargs_from - 1 if grid else None,
+                          chain_positions=last_pos)  # the grid re-runs each row's last token (scope="last")
         with capture:
             self.model(**kwargs)
             normal = capture.result
@@ -85,7 +86,8 @@ class Passes:
             # (as the guard refuses: sasa._capture.check_observed) the re-run of blocks s+1.. would miss it
             raise RuntimeError(
                 f"sasa locate: the model changed the hidden states between decoder blocks {changed - 1} and "
-                f"{changed}, outside the blocks (e.g. Qwen3-VL's DeepStack visual features), so pairs with a "
+                f"{changed}, outside the blocks, at a row's last prompt token (e.g. Qwen3-VL's DeepStack visual "
+                f"features on a prompt ending in an image token), so pairs with a "
                 f"safety block before {changed} cannot be re-run exactly; start the safety range at {changed}"
             )
         rows = torch.arange(batch, device=last_pos.device)
