@@ -69,7 +69,7 @@ class NormalPass:
     block_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
     kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     cache: Any = None  # the normal pass's cache object, if it had one
-    #: The first decoder block (from ``chain_from + 1``) whose input was not the previous block's
+    #: The last decoder block (from ``chain_from + 1``) whose input was not the previous block's
     #: output: the model changed the hidden states between blocks (Qwen3-VL's DeepStack features).
     unchained: Optional[int] = None
     #: Blocks after ``chain_from`` the model's forward did not call at all while calling a later one
@@ -93,6 +93,7 @@ class Recorder:
         self.chain_positions = chain_positions
         self._last_output: Optional[tuple[int, Any]] = None  # (block, its output) of the latest block
         self._chain_seen: set[int] = set()
+        self._called: set[int] = set()  # blocks whose first call was seen (later calls: a re-run's)
         self.result = NormalPass()
         self._wrapped_cache: Any = None
         self._finished = False
@@ -111,20 +112,23 @@ class Recorder:
             self.after_block(idx)
 
     def on_call(self, idx: int, args: tuple, kwargs: dict) -> None:
-        if self._finished or idx < self.kwargs_from or idx in self.result.block_kwargs:
+        if self._finished or idx in self._called:
+            return
+        self._called.add(idx)
+        if self.chain_from is not None and idx > self.chain_from:
+            given = args[0] if args else kwargs.get("hidden_states")
+            previous, output = self._last_output if self._last_output is not None else (-1, None)
+            if previous < self.chain_from or not _same_states(given, output, self.chain_positions):
+                self.result.unchained = idx  # the latest such block
+            else:  # blocks between the previous one and this were not called: skipped by the model
+                self.result.skipped.update(range(previous + 1, idx))
+            self._last_output = None
+        if idx < self.kwargs_from:
             return
         if len(args) > 1:
             raise RuntimeError(
                 f"sasa: decoder block {idx} was called with {len(args)} positional arguments; expected the hidden states only"
             )
-        if self.chain_from is not None and idx > self.chain_from and self.result.unchained is None:
-            given = args[0] if args else kwargs.get("hidden_states")
-            previous, output = self._last_output if self._last_output is not None else (-1, None)
-            if previous < self.chain_from or not _same_states(given, output, self.chain_positions):
-                self.result.unchained = idx
-            else:  # blocks between the previous one and this were not called: skipped by the model
-                self.result.skipped.update(range(previous + 1, idx))
-            self._last_output = None
         self.result.block_kwargs[idx] = dict(kwargs)
         for value in kwargs.values():
             if compat.is_cache(value):
@@ -183,7 +187,8 @@ class BlockHooks(GuardPart):
             notified |= set(range(chain_from, len(layers) - 1))
         for idx in sorted(set(keep) | notified):
             self._handles.append(layers[idx].register_forward_hook(self._output_hook(idx)))
-        for idx in range(kwargs_from, len(layers)):
+        first_call = kwargs_from if chain_from is None else min(kwargs_from, chain_from + 1)
+        for idx in range(first_call, len(layers)):
             self._handles.append(layers[idx].register_forward_pre_hook(self._call_hook(idx), with_kwargs=True))
 
     @contextlib.contextmanager

@@ -182,7 +182,9 @@ def encode_batch(
     if images:
         if len(images) != len(examples):
             raise ValueError("encode_batch: mix rows with and without images in separate batches")
-        kwargs["images"] = [load_image(p) if isinstance(p, (str, Path)) else p.convert("RGB") for p in images]
+        # One list per prompt (each prompt has one image): what every image processor takes, and
+        # the only form some take (Mllama's processor counts images per prompt).
+        kwargs["images"] = [[load_image(p) if isinstance(p, (str, Path)) else p.convert("RGB")] for p in images]
         batch = processor(text=texts, **kwargs)
     else:
         tokenizer = getattr(processor, "tokenizer", processor)

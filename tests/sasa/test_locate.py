@@ -255,4 +255,55 @@ def test_locate_refuses_pairs_the_model_changes_the_states_after():
     assert early._normal(t.right, grid=True)[2].unchained is None  # ends in text: untouched there
     last_pos, states, normal = Passes(t.model, family, [(2, 3)], mode="replace", coef=1.0, eps=1e-6)._normal(
         ends_in_image, grid=True)
-    assert normal.unchained is None and states.shape[1] == 5  # checked from block 2 on: nothing changed there
+    assert normal.unchained == 2 and states.shape[1] == 5  # the last change: after block 1, before 2
+
+
+def test_locate_runs_on_mllama_whose_image_enters_at_its_cross_attention_block():
+    """A tiny Mllama with its own processor: locate runs (its text-only twins skip the
+    cross-attention block 3, recorded as skipped, the state after it the previous block's), and the
+    image reaches the last token's state only from block 3 on (docs/method.md section 4)."""
+    import random
+
+    import transformers as T
+    from PIL import Image
+
+    from sasa.data import Example, encode_batch
+    from sasa.demo import build_tokenizer
+
+    template = ("{% for message in messages %}USER: {% for part in message['content'] %}"
+                "{% if part['type'] == 'image' %}<|image|> {% else %}{{ part['text'] }}{% endif %}{% endfor %} "
+                "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    words = ["what", "should", "i", "do", "with", "this", "tell", "me", "how", "to", "make", "a", "cake"]
+    tok = build_tokenizer(words + ["USER:", "ASSISTANT:"], extra_special_tokens=["<|image|>", "<|python_tag|>"])
+    processor = T.MllamaProcessor(image_processor=T.MllamaImageProcessor(size={"height": 16, "width": 16},
+                                                                          max_image_tiles=1),
+                                  tokenizer=tok, chat_template=template)
+    torch.manual_seed(0)
+    vision = T.MllamaVisionConfig(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
+                                  intermediate_size=64, vision_output_dim=64, image_size=16, patch_size=8,
+                                  max_num_tiles=1, intermediate_layers_indices=[0], supported_aspect_ratios=[[1, 1]])
+    text = T.MllamaTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                              num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[3],
+                              pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = T.MllamaForConditionalGeneration(T.MllamaConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|image|>"))).eval()
+    block = model.model.language_model.layers[3]
+    with torch.no_grad():
+        block.cross_attn_attn_gate.fill_(1.0)
+        block.cross_attn_mlp_gate.fill_(1.0)
+    rng, pr = np.random.default_rng(0), random.Random(0)
+    examples = []
+    for i in range(8):
+        arr = (rng.random((16, 16, 3)) * 255).astype("uint8")
+        prompt = " ".join(pr.choice(words) for _ in range(5))
+        examples.append(Example(prompt, i % 2, Image.fromarray(arr), text_only=prompt))
+    result = locate(model, processor, examples, safety_range=(1, 2), fused_range=(3, 4), feature="hidden", folds=2,
+                    batch_size=8, progress=False)
+    assert len(result.layers) == 6 and all(layer.fusion_similarity is not None for layer in result.layers)
+    a = encode_batch(processor, examples[:1])
+    b = dict(a, pixel_values=a["pixel_values"] + 1.0)
+    with torch.no_grad():
+        ha = model(**a, output_hidden_states=True).hidden_states
+        hb = model(**b, output_hidden_states=True).hidden_states
+    diff = [float((x[0, -1] - y[0, -1]).abs().max()) for x, y in zip(ha[1:], hb[1:])]
+    assert diff[:3] == [0.0, 0.0, 0.0] and min(diff[3:]) > 1e-4, diff

@@ -72,12 +72,16 @@ class Passes:
         if self.logits_to_keep:
             kwargs["logits_to_keep"] = 1  # the normal pass's own logits are not needed
         num = len(self.layers)
+        # Blocks run back to back from the first re-run block (the grid re-runs each row's last token,
+        # scope="last"), and from block 0 on for the states: a block the model skips (Mllama's
+        # cross-attention blocks on a prompt without an image) leaves the previous block's state.
         capture = Capture(self.layers, keep=tuple(range(num)), kwargs_from=self.kwargs_from if grid else num,
-                          record_kv=grid, chain_from=self.kwargs_from - 1 if grid else None,
-                          chain_positions=last_pos)  # the grid re-runs each row's last token (scope="last")
+                          record_kv=grid, chain_from=0, chain_positions=last_pos)
         with capture:
             self.model(**kwargs)
             normal = capture.result
+        for i in sorted(normal.skipped):
+            normal.hidden.setdefault(i, normal.hidden[i - 1])
         missing = [i for i in range(num) if i not in normal.hidden]
         if missing:
             raise RuntimeError(f"sasa locate: the forward did not run decoder block(s) {missing}")
