@@ -2,8 +2,10 @@
 
 Each test checks the compiled path really ran (``compiled_calls``) or really failed (``failure``):
 a test that silently ran the eager pass would prove nothing. Compiling takes seconds per model on
-CPU, so the tolerance checks cover two families (Llama's plain rope; Qwen2-VL's 3-D rope positions
-and an image), not all twelve; the eager pass's own family tests cover the arguments per family.
+CPU, so the float64-reference tolerance checks cover five families (Llama's plain rope, Qwen2-VL's
+3-D rope positions and an image, MoE routing, Llama 4, Mllama); every other family that runs
+scope="last" has its compiled pass checked against its own eager pass in float32 (the eager pass
+is checked against the float64 reference per family by the conformance tests).
 """
 
 from __future__ import annotations
@@ -43,8 +45,21 @@ def _features(t: _tiny.Tiny, batch: dict, compiled: bool) -> tuple[torch.Tensor,
 #: seconds each on CPU): the mechanisms the later families brought (MoE routing, Llama 4's complex
 #: rotary table and chunked attention, Mllama's cross-attention block).
 MORE_COMPILED = ("qwen3_moe", "llama4", "mllama")
-#: The families whose compiled pass is checked against the eager pass (the README's family table reads it).
-COMPILED_FAMILIES = ("llama", "qwen2_vl", *MORE_COMPILED)
+
+
+def _every_other_family() -> tuple[str, ...]:
+    from sasa.families import FAMILIES
+
+    return tuple(name for name in _tiny.BUILDERS if name not in ("llama", "qwen2_vl", *MORE_COMPILED)
+                 and not FAMILIES[name].no_scope_last)
+
+
+#: Every other family that runs scope="last": its compiled pass is checked against its own eager
+#: pass in float32 (the eager pass is checked against the float64 reference per family by the
+#: conformance tests), so no family is left "untested": compile works or it is refused.
+EAGER_MATCHED = _every_other_family()
+#: The families whose compiled pass is checked (the README's family table reads it).
+COMPILED_FAMILIES = ("llama", "qwen2_vl", *MORE_COMPILED, *EAGER_MATCHED)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +80,20 @@ def test_compiled_pass_matches_the_eager_pass_under_the_tolerance_rule(family, d
     err = float((compiled.double() - truth).abs().max())
     atol = 1e-6 if dtype == torch.float32 else 1e-2
     assert err <= 2 * eager_err + atol, (err, eager_err)
+
+
+@pytest.mark.parametrize("family", EAGER_MATCHED)
+def test_compiled_pass_matches_the_eager_pass_for_every_family(family):
+    # One process compiling for many model classes would reach dynamo's recompile limit (the
+    # guard then runs eagerly, with a warning); each family here starts from a fresh cache.
+    torch._dynamo.reset()
+    t = tiny(family, torch.float32)
+    compiled, blocks = _features(t, t.left, compiled=True)
+    assert blocks.failure is None and blocks.compiled_calls == 1, blocks.failure
+    eager, _ = _features(t, t.left, compiled=False)
+    assert torch.isfinite(eager).all() and torch.isfinite(compiled).all()
+    scale = float(eager.abs().max())
+    assert float((compiled - eager).abs().max()) <= 1e-5 * max(scale, 1.0), family
 
 
 def _probe(width: int, bias: float) -> tuple[torch.Tensor, torch.Tensor]:
