@@ -30,7 +30,9 @@ What differs, and how it is handled here:
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import re
 from typing import Any, Optional
 
 import torch
@@ -160,16 +162,40 @@ def final_logit_softcap(model: nn.Module) -> Optional[float]:
 def final_logit_scale(model: nn.Module) -> Optional[float]:
     """The factor the model's forward multiplies the output head's logits by, or ``None``:
     Granite divides them by ``config.logits_scaling``, Cohere multiplies them by
-    ``config.logit_scale`` (before any soft-capping)."""
+    ``config.logit_scale`` (before any soft-capping).
+
+    A config value counts only where the model class's own ``forward`` applies it: the same
+    config can come with or without it across transformers versions (Aya Vision's forward
+    multiplies by ``text_config.logit_scale`` in 5.25, not in 5.17).
+    """
     config = text_config(model)
     scale = 1.0
     divisor = getattr(config, "logits_scaling", None)
-    if isinstance(divisor, (int, float)) and not isinstance(divisor, bool):
+    if _is_number(divisor) and _forward_reads(type(model), "logits_scaling"):
         scale /= float(divisor)
     factor = getattr(config, "logit_scale", None)
-    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+    if _is_number(factor) and _forward_reads(type(model), "logit_scale"):
         scale *= float(factor)
     return None if scale == 1.0 else scale
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_reads(cls: type, name: str) -> bool:
+    """Whether ``cls.forward``'s source mentions ``name`` (a config scale it applies to its logits).
+    Without the source there is no telling, and a wrong guess would read different logits than the
+    model's: refused (the guard cannot be applied) rather than guessed."""
+    import inspect
+
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError) as err:
+        raise ValueError(f"model: {cls.__name__}'s config has {name!r}, and without the source of its forward "
+                         f"sasa cannot tell whether its logits are scaled by it ({err})") from None
+    return re.search(rf"\b{re.escape(name)}\b", source) is not None
 
 
 def final_logits(model: nn.Module, logits: Tensor) -> Tensor:
