@@ -69,8 +69,11 @@ class BatchingPatch(GuardPart):
         def init_continuous_batching(*args: Any, **kwargs: Any) -> Any:
             guard._check_active()
             self._check_supported()
+            before = compat.attn_implementation(model)
             with entry.allowed():  # the manager asks the model for its logits processors
                 manager = original(*args, **kwargs)
+            if compat.batching_switched_attention(model, before):
+                self._refuse_switched(manager, before)
             self.guard_manager(manager)
             return manager
 
@@ -87,6 +90,22 @@ class BatchingPatch(GuardPart):
                 "model: sasa does not guard continuous batching on a tensor-parallel model (each request would be "
                 "scored on one rank only); use model.generate or guard.generate, which are guarded on every rank"
             )
+
+    def _refuse_switched(self, manager: Any, before: str) -> None:
+        """The manager switched the model itself to paged attention (transformers 5.17 does, at
+        construction): the guard's scoring forward cannot run on it, so every request would be
+        refused. Refused up front instead, with the model's attention put back and the manager
+        dropped from the model, so that no unguarded manager is left behind."""
+        now = compat.attn_implementation(self.model)
+        compat.restore_attention(self.model, before)
+        if getattr(self.model, _CACHED, None) is manager:
+            setattr(self.model, _CACHED, None)
+        raise ValueError(
+            f"model: with transformers {compat.transformers_version()}, continuous batching switches the model to "
+            f"{now!r} attention, on which sasa cannot score a request; use model.generate or guard.generate "
+            "(guarded), or a transformers release whose continuous batching leaves the model's attention as it is "
+            "(5.25 does)"
+        )
 
     def guard_manager(self, manager: Any) -> None:
         """Give ``manager`` (a ``ContinuousBatchingManager`` of this model) the guarded ``add_request``."""

@@ -279,6 +279,24 @@ def deliver_finished_output(manager: Any, request_id: str, prompt_ids: list[int]
     manager.output_router.deliver(output)
 
 
+def batching_switched_attention(model: nn.Module, before: str) -> bool:
+    """Whether creating a continuous-batching manager switched ``model`` to paged attention (5.17's
+    manager does, at construction; 5.25's leaves the model's attention implementation as it is)."""
+    now = attn_implementation(model)
+    return now != before and "paged" in now
+
+
+def restore_attention(model: nn.Module, implementation: str) -> None:
+    """Put ``model``'s attention implementation back to ``implementation``."""
+    model.set_attn_implementation(implementation)
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
+
+
 def batching_return_sequences(manager: Any) -> int:
     """How many sequences ``manager`` makes per request (``num_return_sequences``; children are forked)."""
     return int(getattr(manager, "num_return_sequences", 1) or 1)

@@ -26,6 +26,41 @@ def _demo():
     return model, tokenizer
 
 
+@functools.lru_cache(maxsize=None)
+def _manager_switches_attention() -> bool:
+    """Whether this transformers' manager switches the model itself to paged attention (5.17's
+    does, at construction), measured on a model of its own."""
+    model, _ = build_default()
+    before = model.config._attn_implementation
+    model.init_continuous_batching(continuous_batching_config=_small_cache())
+    return model.config._attn_implementation != before
+
+
+def _needs_batching():
+    """Skip a test of guarded continuous batching where sasa refuses it (tested below)."""
+    if _manager_switches_attention():
+        pytest.skip(f"transformers {T.__version__}: continuous batching switches the model to paged attention; "
+                    "sasa refuses it (test_a_manager_that_switches_the_attention_is_refused_up_front)")
+
+
+def test_a_manager_that_switches_the_attention_is_refused_up_front():
+    model, tokenizer = build_default()
+    guard = apply_sasa(model, SASAConfig(2, 4), tokenizer=tokenizer)
+    try:
+        before = model.config._attn_implementation
+        if not _manager_switches_attention():
+            manager = model.init_continuous_batching(continuous_batching_config=_small_cache())
+            assert manager is not None and model.config._attn_implementation == before
+            return
+        with pytest.raises(ValueError, match="paged"):
+            model.init_continuous_batching(continuous_batching_config=_small_cache())
+        assert model.config._attn_implementation == before  # put back: the guard keeps working
+        assert getattr(model, "_cached_continuous_batching_manager", None) is None
+        guard.features(input_ids=torch.tensor([_prompt_ids(BENIGN)]))
+    finally:
+        guard.remove()
+
+
 def _small_cache() -> T.ContinuousBatchingConfig:
     # The default sizes the paged cache from the machine's memory (seconds per manager on a CPU).
     return T.ContinuousBatchingConfig(num_blocks=16, max_batch_tokens=64)
@@ -69,6 +104,7 @@ def _unguarded_batch(prompts: list[list[int]]) -> dict[str, list[int]]:
 
 
 def test_generate_batch_refuses_flagged_requests_and_passes_the_rest_unchanged():
+    _needs_batching()
     model, _ = _demo()
     prompts = [_prompt_ids(BENIGN), _prompt_ids(HARMFUL), _prompt_ids(BENIGN + " quickly")]
     with _separating_guard() as guard:
@@ -97,6 +133,7 @@ def _collect(manager, request_ids: list[str], timeout: float = 60.0) -> dict[str
 
 
 def test_manager_requests_arriving_at_different_times():
+    _needs_batching()
     model, _ = _demo()
     benign, harmful = _prompt_ids(BENIGN), _prompt_ids(HARMFUL)
     long_benign = _prompt_ids(BENIGN + " for a family dinner with friends")
@@ -121,6 +158,7 @@ def test_manager_requests_arriving_at_different_times():
 
 @pytest.mark.parametrize("failure", ["raises", "nan"])
 def test_a_request_that_cannot_be_scored_is_refused(monkeypatch, failure):
+    _needs_batching()
     model, _ = _demo()
     prompt = _prompt_ids(BENIGN)
     with _separating_guard() as guard:
@@ -138,6 +176,7 @@ def test_a_request_that_cannot_be_scored_is_refused(monkeypatch, failure):
 
 def test_a_request_in_another_prompt_format_is_refused():
     """Raw token ids that do not end with the chat template's generation prompt cannot be judged."""
+    _needs_batching()
     model, _ = _demo()
     raw = _demo()[1](BENIGN, add_special_tokens=False)["input_ids"]
     with _separating_guard() as guard:
@@ -146,6 +185,7 @@ def test_a_request_in_another_prompt_format_is_refused():
 
 
 def test_several_return_sequences_are_refused_by_name():
+    _needs_batching()
     model, _ = _demo()
     config = T.GenerationConfig(**{**model.generation_config.to_dict(), "do_sample": True, "num_return_sequences": 2})
     with _separating_guard():
@@ -154,6 +194,7 @@ def test_several_return_sequences_are_refused_by_name():
 
 
 def test_paged_generate_points_to_the_guarded_batching_entry():
+    _needs_batching()
     model, _ = _demo()
     with _separating_guard() as guard:
         with pytest.raises(ValueError, match="cache_implementation.*generate_batch"):
@@ -162,6 +203,7 @@ def test_paged_generate_points_to_the_guarded_batching_entry():
 
 
 def test_remove_restores_the_entry_and_the_managers():
+    _needs_batching()
     model, _ = _demo()
     guard = _separating_guard()
     manager = model.init_continuous_batching(continuous_batching_config=_small_cache())
@@ -172,6 +214,7 @@ def test_remove_restores_the_entry_and_the_managers():
 
 
 def test_a_manager_kept_from_before_the_guard_is_guarded_too():
+    _needs_batching()
     model, _ = _demo()
     prompt = _prompt_ids(HARMFUL)
     kept = model.init_continuous_batching(continuous_batching_config=_small_cache())
@@ -193,6 +236,7 @@ def test_the_organism_under_continuous_batching():
     """The shipped organism and its calibrated probe: text-carried requests (continuous batching takes
     token ids, no pixels) of both labels. Each row is refused exactly when the guard's own score
     flags it, and every other row is the unguarded manager's answer."""
+    _needs_batching()
     from sasa import organism
     from sasa.organism.manifest import rows_for
 
