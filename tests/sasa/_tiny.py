@@ -191,6 +191,18 @@ IMAGE, START, END = 120, 121, 122  # image token, and the "vision start/end" tok
 IMG_SIZE = 16
 
 
+
+def _padded(rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of token-id ``rows`` of different lengths, padded on ``side``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r)
+        mask[i, sl] = 1
+    return ids, mask
+
 def image_batch(
     n_image_tokens: int, side: str, *, start: int | None = None, end: int | None = None, seed: int = 1
 ) -> dict[str, torch.Tensor]:
@@ -202,13 +214,7 @@ def image_batch(
         text_a = torch.randint(3, TEXT_IDS, (before,), generator=g).tolist()
         text_b = torch.randint(3, TEXT_IDS, (after,), generator=g).tolist()
         rows.append(text_a + image + text_b)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r)
-        mask[i, sl] = 1
+    ids, mask = _padded(rows, side)
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -416,13 +422,7 @@ def image_last_batch(t: Tiny, side: str) -> dict[str, torch.Tensor]:
     for ids, mask in zip(full["input_ids"], full["attention_mask"]):
         real = ids[mask.bool()].tolist()
         rows.append(real[: len(real) - real[::-1].index(IMAGE)])
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r)
-        mask[i, sl] = 1
+    ids, mask = _padded(rows, side)
     types = ("token_type_ids", "mm_token_type_ids")  # 1 marks image tokens
     batch = {k: v for k, v in full.items() if k not in ("input_ids", "attention_mask", *types)}
     batch.update(input_ids=ids, attention_mask=mask)

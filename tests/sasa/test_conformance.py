@@ -96,6 +96,18 @@ def slow_final_state(t: _tiny.Tiny, batch, only_last: bool, mode="replace", coef
     return gather_seq(seen["z"], pos, -2)[:, 0]
 
 
+def assert_scope_all_equals_the_slow_pass(t: _tiny.Tiny, batch) -> torch.Tensor:
+    """``scope="all"``'s hidden features, checked equal to projecting every token and re-running the
+    slow way; returned."""
+    guard = apply_sasa(t.model, config(t, scope="all", feature="hidden"))
+    try:
+        full = guard.features(**batch)
+    finally:
+        guard.remove()
+    torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
+    return full
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_1_hidden_states_match_output_hidden_states(family):
     t = tiny(family)
@@ -129,12 +141,7 @@ def test_2_scope_last_equals_slow_last_token_projection(family, side):
             guard.remove()
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     # and scope="all" equals projecting every token the slow way
-    guard = apply_sasa(t.model, config(t, scope="all", feature="hidden"))
-    try:
-        full = guard.features(**batch)
-    finally:
-        guard.remove()
-    torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
+    full = assert_scope_all_equals_the_slow_pass(t, batch)
     # Neither check is empty: the projection changes the final state, and projecting every token
     # differs from projecting the last one only.
     guard = apply_sasa(t.model, config(t, scope="all", feature="hidden", mode="residual", coef=0.0))
@@ -406,12 +413,7 @@ def test_scope_last_refuses_a_prompt_ending_inside_a_bidirectional_image_block(s
             assert guard.generate(**batch, max_new_tokens=2, do_sample=False).flagged.all()  # fail closed
     finally:
         guard.remove()
-    guard = apply_sasa(t.model, config(t, scope="all", feature="hidden"))
-    try:
-        full = guard.features(**batch)
-    finally:
-        guard.remove()
-    torch.testing.assert_close(full, slow_final_state(t, batch, only_last=False).float(), atol=1e-5, rtol=1e-5)
+    assert_scope_all_equals_the_slow_pass(t, batch)
     # The refusal is needed: skipping the check gives features off the slow last-token re-run.
     import sasa._augment as augment_module
 
