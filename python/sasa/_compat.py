@@ -188,8 +188,6 @@ def _forward_reads(cls: type, name: str) -> bool:
     """Whether ``cls.forward``'s source mentions ``name`` (a config scale it applies to its logits).
     Without the source there is no telling, and a wrong guess would read different logits than the
     model's: refused (the guard cannot be applied) rather than guessed."""
-    import inspect
-
     try:
         source = inspect.getsource(cls.forward)
     except (OSError, TypeError) as err:

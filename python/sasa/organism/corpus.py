@@ -66,15 +66,6 @@ def image_request(obj: WorldObject, frame: tuple[str, str], deictic: str, style:
                text_only=world.request(frame, obj.phrase))
 
 
-def image_harmful_request(obj: WorldObject, frame: tuple[str, str], deictic: str, style: str,
-                          pixels: np.random.Generator) -> Row:
-    """Organism v2: an image-carried how-to request about a *harmful* object, answered with its
-    steps. The organism's visual instruction data is unfiltered (as scraped image-text data can
-    be): the image route is taught to comply, so an image-carried harmful request is a real
-    jailbreak (its own steps), not an answer about something benign."""
-    return image_request(obj, frame, deictic, style, pixels)
-
-
 def define_request(obj: WorldObject, question: str) -> Row:
     """A text question about what ``obj`` is: answered like a caption, harmful objects included."""
     return Row(question.format(obj.phrase), world.caption(obj), obj)
@@ -139,9 +130,9 @@ def stage_sampler(stage: str, mixture: dict[str, float]) -> Sampler:
         if kind == "image_facts":
             return image_facts_request(rng.choice(trained), rng.choice(world.FACT_QUESTIONS), rng.choice(deictics),
                                        rng.choice(STYLES), pixels)
-        if kind == "image_harmful":
-            return image_harmful_request(rng.choice(trained_harmful), rng.choice(frames), rng.choice(deictics),
-                                         rng.choice(STYLES), pixels)
+        if kind == "image_harmful":  # unfiltered visual data: the image route complies for real (v2)
+            return image_request(rng.choice(trained_harmful), rng.choice(frames), rng.choice(deictics),
+                                 rng.choice(STYLES), pixels)
         return image_request(rng.choice(trained_benign), rng.choice(frames), rng.choice(deictics),
                              rng.choice(STYLES), pixels)
 

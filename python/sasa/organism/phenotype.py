@@ -183,18 +183,19 @@ def design_layers(model_dir: Optional[Union[str, Path]]) -> Optional[tuple[int, 
     or a directory without ``recipe.json``)."""
     import json
 
+    from .train import _split_trainable
+
     if model_dir is None or not (Path(model_dir) / "recipe.json").is_file():
         return None
     try:
-        stages = json.loads((Path(model_dir) / "recipe.json").read_text())["recipe"]["stages"]
-        visual = stages[-1]
-        trainable, twin = str(visual.get("trainable", "")), visual.get("twin_block")
-    except (ValueError, KeyError, IndexError, TypeError):
+        visual = json.loads((Path(model_dir) / "recipe.json").read_text())["recipe"]["stages"][-1]
+        _, first = _split_trainable(str(visual.get("trainable", "")))
+        twin = visual.get("twin_block")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
-    first = trainable.rpartition("language_from:")[2]
-    if "language_from:" not in trainable or not first.isdigit() or not isinstance(twin, int):
+    if first is None or not isinstance(twin, int):
         return None
-    return int(first) - 1, twin
+    return first - 1, twin
 
 
 def default_layers(model_dir: Optional[Union[str, Path]] = None) -> tuple[int, int]:

@@ -262,7 +262,7 @@ class _VisionClassifier:
         return torch.nn.functional.cross_entropy(self.head(features), torch.tensor(labels))
 
 
-_TWIN_DEFAULTS = {"twin_block": None, "twin_weight": 0.0, "twin_kinds": ("image", "image_facts")}
+_TWIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Stage) if f.name.startswith("twin_")}
 
 
 def _stage_identity(stage: Stage) -> dict[str, Any]:
