@@ -38,7 +38,6 @@ from setuptools.command.build_ext import build_ext
 
 packages = find_packages(include=["sasa_kernels", "sasa_kernels.*"])
 packages += ["sasa"] + ["sasa." + p for p in find_packages("python/sasa")]
-packages += ["sasa.demo_data"]  # data only (no __init__.py): listed so setuptools ships it quietly
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
@@ -286,7 +285,7 @@ setup(
     package_dir={"sasa": "python/sasa"},
     # The organism's weights, processor files and probe are package data: sasa.organism.load() and
     # `sasa demo` need nothing downloaded.
-    package_data={"sasa.demo_data": ["*.jsonl"], "sasa": ["py.typed"], "sasa_kernels": ["py.typed"],
+    package_data={"sasa.demo": ["data/*.jsonl"], "sasa": ["py.typed"], "sasa_kernels": ["py.typed"],
                   "sasa.organism": ["model/*", "probe/*"]},
     # A library an editable build left in the source tree is not package data: only build_ext
     # (when it runs) puts _C into a wheel, so SASA_SKIP_BUILD=1 really is pure Python.

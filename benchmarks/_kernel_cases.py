@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-
 from _runner import import_sasa_kernels
 
 sk = import_sasa_kernels()

@@ -16,9 +16,9 @@ import contextlib
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+from _runner import import_sasa_kernels
 from torch import nn
 
-from _runner import import_sasa_kernels
 from sasa.bench import Series
 
 sk = import_sasa_kernels()

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _runner as R  # noqa: E402
-
 import torch  # noqa: E402
 
 sk = R.import_sasa_kernels()

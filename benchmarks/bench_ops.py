@@ -28,7 +28,6 @@ import _kernel_cases as K  # noqa: E402
 import _plot  # noqa: E402
 import _runner as R  # noqa: E402
 import bench_host  # noqa: E402
-
 import torch  # noqa: E402
 
 sk = K.sk

@@ -71,7 +71,7 @@ def organism_setup(root: Path) -> dict[str, Any]:
 
 
 def llama_mid_setup(root: Path) -> dict[str, Any]:
-    from sasa.demo import EXAMPLES
+    from sasa.demo.stand_in import EXAMPLES
 
     model, tokenizer = h.save_text_model(root / "llama-mid", hidden=1024, layers=16)
     probe = h.save_probe(model, tokenizer, root / "llama-mid-probe", -50.0, safety_layer=7, fused_layer=9)

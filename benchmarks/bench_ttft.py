@@ -46,15 +46,13 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _runner as R  # noqa: E402
-
 import torch  # noqa: E402
 
 R.import_sasa()
-from sasa import SASAConfig  # noqa: E402
-from sasa.bench import Guarded, LoadMonitor, Point, Unguarded, format_table, measure, plot_records  # noqa: E402
-from sasa.bench import summarize, write_csv  # noqa: E402
-
 from _two_pass import TwoPass  # noqa: E402
+
+from sasa import SASAConfig  # noqa: E402
+from sasa.bench import Guarded, LoadMonitor, Point, Unguarded, format_table, measure, plot_records, summarize, write_csv  # noqa: E402  # noqa: E402
 
 
 @dataclass(frozen=True)

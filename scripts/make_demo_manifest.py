@@ -1,4 +1,4 @@
-"""Regenerate python/sasa/demo_data/demo_manifest.jsonl (the demo's bundled calibration set).
+"""Regenerate python/sasa/demo/data/demo_manifest.jsonl (the demo's bundled calibration set).
 
 The rows are synthetic and plainly worded: harmful rows name a dangerous goal, benign rows an
 everyday one, in the same sentence frames. It exists to show the plumbing end to end on the
@@ -36,7 +36,7 @@ def main() -> None:
         for cat, goals in HARMFUL.items() for f, goal in itertools.product(FRAMES, goals)
     ]
     rng.shuffle(rows)
-    out = Path(__file__).resolve().parents[1] / "python" / "sasa" / "demo_data" / "demo_manifest.jsonl"
+    out = Path(__file__).resolve().parents[1] / "python" / "sasa" / "demo" / "data" / "demo_manifest.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} rows to {out}")
 

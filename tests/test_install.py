@@ -96,6 +96,22 @@ def test_install_skip_build_is_pure_python(tmp_path):
         assert files, f"the source tree has no organism {folder}/"
         installed = site.parent / "sasa" / "organism" / folder
         assert sorted(p.name for p in installed.iterdir()) == files, f"organism {folder}/ not installed whole"
+    # Every subpackage of the source tree is in the installed copy, with the stand-in's prompts, and
+    # its command line (python -m sasa.cli runs the package's __main__) finds every command.
+    source = REPO / "python" / "sasa"
+    packages = sorted(str(p.parent.relative_to(source)) for p in source.rglob("__init__.py"))
+    missing = [p for p in packages if not (site.parent / "sasa" / p / "__init__.py").is_file()]
+    assert not missing, f"subpackages not installed: {missing}"
+    assert (site.parent / "sasa" / "demo" / "data" / "demo_manifest.jsonl").is_file()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    where = subprocess.run([str(python), "-c", "import sasa; print(sasa.__file__)"], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=300)
+    assert str(tmp_path) in where.stdout, (where.stdout, where.stderr)  # the installed copy, not the source tree
+    shown = subprocess.run([str(python), "-m", "sasa.cli", "--help"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    for command in ("calibrate", "score", "generate", "demo", "bench", "locate", "eval", "organism", "serve"):
+        assert f"    {command} " in shown.stdout or f"    {command}\n" in shown.stdout, (command, shown.stdout)
 
 
 @pytest.mark.skipif(not _pip_available(), reason="pip is not available")

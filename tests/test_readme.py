@@ -28,7 +28,7 @@ def workspace(tmp_path, monkeypatch):
     from PIL import Image
 
     import sasa
-    from sasa.demo import DEMO_MANIFEST, save_default
+    from sasa.demo.stand_in import DEMO_MANIFEST, save_default
     from tests.sasa._llava import build_llava
 
     save_default(tmp_path / "model_dir")

@@ -24,54 +24,40 @@ part needs the ``hf`` extra (``pip install 'sasa-kernels[hf]'``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sasa._faces import lazy_exports
 from sasa_kernels._version import __version__
 
+#: Each public name and the module that defines it (the layout is in the README's Architecture).
 _EXPORTS = {
-    "AutoSASAModelForCausalLM": "auto",
-    "AutoSASAModelForImageTextToText": "auto",
-    "get_guard": "auto",
-    "CalibrationReport": "calibrate",
+    "AutoSASAModelForCausalLM": "guard.auto",
+    "AutoSASAModelForImageTextToText": "guard.auto",
+    "get_guard": "guard.auto",
+    "CalibrationReport": "calibrate.run",
     "SASAConfig": "config",
-    "SUPPORTED_MODEL_TYPES": "families",
-    "model_fingerprint": "_fingerprint",
-    "FingerprintError": "_fingerprint",
-    "GuardBypassError": "_entry_check",
-    "SASAGenerateOutput": "guard",
-    "SASAGuard": "guard",
-    "apply_sasa": "guard",
+    "SUPPORTED_MODEL_TYPES": "hf.families",
+    "model_fingerprint": "probe.fingerprint",
+    "FingerprintError": "probe.fingerprint",
+    "GuardBypassError": "guard.entry_check",
+    "SASAGenerateOutput": "guard.generate",
+    "SASAGuard": "guard.apply",
+    "apply_sasa": "guard.apply",
     "ProbeMetrics": "metrics",
-    "SASAProbe": "probe",
-    "SaturatedThresholdWarning": "probe",
-    "PromptFormat": "_prompt_format",
-    "LocateResult": "locate",
-    "EvalResult": "evaluate",
-    "read_dataset": "readers",
+    "SASAProbe": "probe.sasa_probe",
+    "SaturatedThresholdWarning": "probe.fit",
+    "PromptFormat": "data.prompt_format",
+    "LocateResult": "locate.result",
+    "EvalResult": "evaluate.run",
+    "read_dataset": "data.readers",
 }
-#: Callable modules (sasa._callable_module): ``sasa.calibrate(...)``, ``sasa.locate(...)`` and
-#: ``sasa.evaluate(...)`` run the module's main function, however the submodule was first imported.
+#: Callable packages (sasa._faces): ``sasa.calibrate(...)``, ``sasa.locate(...)`` and
+#: ``sasa.evaluate(...)`` run the package's main function, however the package was first imported.
 _MODULES = ("calibrate", "locate", "evaluate")
 
 __all__ = sorted(list(_EXPORTS) + list(_MODULES)) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None and name not in _MODULES:
-        raise AttributeError(f"module 'sasa' has no attribute {name!r}")
-    try:
-        loaded = importlib.import_module(f".{module or name}", __name__)
-        value = loaded if module is None else getattr(loaded, name)
-    except ModuleNotFoundError as err:
-        if err.name and err.name.split(".")[0] in ("transformers", "safetensors", "tqdm", "PIL", "tokenizers"):
-            raise ModuleNotFoundError(
-                f"sasa.{name} needs {err.name}, which is not installed: pip install 'sasa-kernels[hf]'", name=err.name
-            ) from err
-        raise
-    globals()[name] = value
-    return value
+__getattr__, _ = lazy_exports(__name__, _EXPORTS, modules=_MODULES)
 
 
 def __dir__() -> list[str]:
@@ -79,16 +65,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from ._entry_check import GuardBypassError
-    from ._fingerprint import FingerprintError, model_fingerprint
-    from ._prompt_format import PromptFormat
-    from .auto import AutoSASAModelForCausalLM, AutoSASAModelForImageTextToText, get_guard
-    from .calibrate import CalibrationReport, calibrate
-    from .config import SASAConfig
-    from .families import SUPPORTED_MODEL_TYPES
-    from .guard import SASAGenerateOutput, SASAGuard, apply_sasa
-    from .metrics import ProbeMetrics
-    from .evaluate import EvalResult
-    from .locate import LocateResult
-    from .probe import SASAProbe, SaturatedThresholdWarning
-    from .readers import read_dataset
+    from sasa.calibrate.run import CalibrationReport, calibrate
+    from sasa.config import SASAConfig
+    from sasa.data.prompt_format import PromptFormat
+    from sasa.data.readers import read_dataset
+    from sasa.evaluate.run import EvalResult, evaluate
+    from sasa.guard.apply import SASAGuard, apply_sasa
+    from sasa.guard.auto import AutoSASAModelForCausalLM, AutoSASAModelForImageTextToText, get_guard
+    from sasa.guard.entry_check import GuardBypassError
+    from sasa.guard.generate import SASAGenerateOutput
+    from sasa.hf.families import SUPPORTED_MODEL_TYPES
+    from sasa.locate.result import LocateResult
+    from sasa.locate.run import locate
+    from sasa.metrics import ProbeMetrics
+    from sasa.probe.fingerprint import FingerprintError, model_fingerprint
+    from sasa.probe.fit import SaturatedThresholdWarning
+    from sasa.probe.sasa_probe import SASAProbe

@@ -42,7 +42,7 @@ class SASAConfig:
         fail_closed: a NaN or failed score flags the row (``False``: it passes, with a log line).
         compile_augmented: ``scope="last"`` only: run the augmented token's blocks ``s+2..L-1`` as
             one ``torch.compile`` graph after the normal forward, instead of eagerly block by block
-            inside it (:mod:`sasa._compiled_pass`). The first call of each new shape compiles
+            inside it (:mod:`sasa.guard.compiled_pass`). The first call of each new shape compiles
             (seconds); if compiling fails, the guard logs a warning and runs the pass eagerly. Scores
             agree with the eager pass to rounding, not bit for bit. Not part of a probe's identity.
     """

@@ -145,8 +145,8 @@ UNEVEN_REFUSAL = "must be divisible by the tensor parallel size"
 def uneven_vocabulary(path: Path) -> dict:
     """A vocabulary (129) that 2 ranks shard unevenly: the fold, sampled weight values, and a
     fingerprinted probe (``path/probe``) on the tensor-parallel model."""
-    from sasa._fingerprint import _fingerprinted_tensors
-    from sasa.distributed._tp import flat_samples
+    from sasa.distributed.tensor_parallel import flat_samples
+    from sasa.probe.fingerprint import _fingerprinted_tensors
 
     tp = sd.load_pretrained(path, T.AutoModelForCausalLM, placement=sd.Placement(tensor_parallel=True), dtype=torch.float32)
     plain = T.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

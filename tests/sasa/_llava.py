@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 import transformers as T
 
-from sasa.demo import build_tokenizer
+from sasa.demo.stand_in import build_tokenizer
 
 IMAGE_TOKEN = "<image>"
 CHAT_TEMPLATE = (

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.sasa.test_cli import FILLER, TRIGGERS
+from tests.sasa.cli.test_cli import FILLER, TRIGGERS
 
 
 def planted_rows(n: int, *, seed: int, trigger_rate: float = 1.0, triggers: int = 2) -> list[dict[str, Any]]:
@@ -40,7 +40,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def run_main(args: list[str], capsys: Any) -> tuple[int, str, str]:
     """``sasa.cli.main(args)`` in-process: (exit code, stdout, stderr)."""
-    from sasa.cli import main
+    from sasa.cli.app import main
 
     code = main(args)
     captured = capsys.readouterr()

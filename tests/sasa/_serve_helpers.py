@@ -1,4 +1,4 @@
-"""What tests/sasa/test_serve.py and benchmarks/bench_serve.py share: model directories with
+"""What tests/sasa/serve/test_serve.py and benchmarks/bench_serve.py share: model directories with
 hand-built probes, a server process that stops by itself, and a small HTTP client (urllib only).
 
 Everything listens on 127.0.0.1 only; every wait is bounded.
@@ -32,7 +32,7 @@ def save_probe(model: Any, processor: Any, directory: Path, bias: float, *, safe
     """A hand-built probe for ``model`` that reads nothing (zero weights): ``bias`` alone decides.
     A large positive bias flags every prompt, a large negative one passes every prompt."""
     from sasa import SASAConfig, SASAProbe, model_fingerprint
-    from sasa._prompt_format import PromptFormat
+    from sasa.data.prompt_format import PromptFormat
 
     config = SASAConfig(safety_layer=safety_layer, fused_layer=fused_layer, feature="logits")
     features = model.get_output_embeddings().weight.shape[0]  # logits: one feature per vocabulary entry
@@ -49,7 +49,7 @@ def save_text_model(directory: Path, *, hidden: int = 64, layers: int = 6, seed:
     saved with ``save_pretrained``; returns ``(model, tokenizer)``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sasa.demo import build_default
+    from sasa.demo.stand_in import build_default
 
     _, tokenizer = build_default(seed)
     config = LlamaConfig(

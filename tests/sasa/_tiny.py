@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 import transformers as T
 
-from sasa import _compat as compat
+from sasa.hf import compat
 
 PAD, EOS, BOS = 0, 1, 2
 VOCAB = 128

@@ -1,13 +1,18 @@
 """Text-only-calibrated probes a-e on held-out image-carried harmful vs image-carried benign rows
 (both classes carried by the picture, so a probe blind to images scores 0.5), per seed and pair."""
-import json, sys, torch
+import json
+import sys
+
+import torch
+
 torch.set_num_threads(1)
-from sasa.organism import load
-from sasa.organism.claims import feature_sets, PROBES, _carrier
-from sasa.organism.features import ordered
-from sasa.probe import SASAProbe
+from sasa.data.manifest import read_manifest
 from sasa.metrics import auroc, bootstrap_interval
-from sasa.data import read_manifest
+from sasa.organism import load
+from sasa.organism.claims import PROBES, _carrier, feature_sets
+from sasa.organism.features import ordered
+from sasa.probe.sasa_probe import SASAProbe
+
 out = {}
 for spec in sys.argv[1:]:
     model_dir, eff, pairs = spec.split(":")

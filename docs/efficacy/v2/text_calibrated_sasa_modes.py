@@ -1,13 +1,17 @@
 """Text-calibrated SASA features in each projection mode, image-carried harmful vs image-carried benign."""
-import sys, torch
+import sys
+
+import torch
+
 torch.set_num_threads(1)
 from sasa import SASAConfig
+from sasa.data.manifest import read_manifest
+from sasa.metrics import auroc
 from sasa.organism import load
 from sasa.organism.claims import _carrier
 from sasa.organism.features import ordered, sasa_features
-from sasa.probe import SASAProbe
-from sasa.metrics import auroc
-from sasa.data import read_manifest
+from sasa.probe.sasa_probe import SASAProbe
+
 for spec in sys.argv[1:]:
     model_dir, eff, pair = spec.split(":")
     s, f = map(int, pair.split(","))

@@ -32,10 +32,7 @@ Importing this package imports only the standard library; the names below load o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from .command import register_command
+from sasa._faces import lazy_exports
 
 _EXPORTS = {
     "compare_ttft": "compare", "TTFTComparison": "compare",
@@ -47,18 +44,5 @@ _EXPORTS = {
     "GenerateTiming": "series", "Guarded": "series", "Series": "series", "TimedRowFlagged": "series",
     "Unguarded": "series", "passing_probe": "series", "time_generate": "series",
 }
-
-__all__ = sorted(_EXPORTS) + ["register_command"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sasa.bench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

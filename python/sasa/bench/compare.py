@@ -11,11 +11,11 @@ from typing import Any, Mapping, Optional
 
 from torch import nn
 
-from ..config import SASAConfig
-from .machine import LoadMonitor, LoadReport
-from .interleave import Point, measure
-from .report import summarize
-from .series import Guarded, Unguarded
+from sasa.bench.interleave import Point, measure
+from sasa.bench.machine import LoadMonitor, LoadReport
+from sasa.bench.report import summarize
+from sasa.bench.series import Guarded, Unguarded
+from sasa.config import SASAConfig
 
 __all__ = ["TTFTComparison", "compare_ttft"]
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .series import Series, generation_kwargs, model_device, time_generate
+from sasa.bench.series import Series, generation_kwargs, model_device, time_generate
 
 __all__ = ["Measurement", "Point", "measure", "peak_memory_mib"]
 

@@ -35,7 +35,7 @@ def _random_ids(tokenizer: Any, model: nn.Module, batch: int, length: int, seed:
 def _image_inputs(processor: Any, batch: int, length: int, seed: int, device: Any, raw: bool) -> dict[str, Any]:
     from PIL import Image
 
-    from ..data import Example, encode_batch
+    from sasa.data.manifest import Example, encode_batch
 
     gen = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(336, 336, 3, generator=gen) * 255).to(torch.uint8).numpy()

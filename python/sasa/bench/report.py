@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .interleave import Measurement
-from .series import Series
+from sasa.bench.interleave import Measurement
+from sasa.bench.series import Series
 
 __all__ = ["format_table", "plot_records", "summarize", "write_csv"]
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ..config import SASAConfig
+from sasa.config import SASAConfig
 
 __all__ = ["GenerateTiming", "Guarded", "Series", "TimedRowFlagged", "Unguarded", "passing_probe",
            "time_generate"]
@@ -179,8 +179,8 @@ class Guarded(Series):
 
     @contextlib.contextmanager
     def session(self, model: nn.Module) -> Iterator[Callable[..., Any]]:
-        from ..guard import apply_sasa
-        from ..probe import SASAProbe
+        from sasa.guard.apply import apply_sasa
+        from sasa.probe.sasa_probe import SASAProbe
 
         if isinstance(self.probe, (str, os.PathLike)):  # load (and fingerprint-check) once
             self.probe = SASAProbe.load(self.probe, model=model)

@@ -16,14 +16,14 @@ Layer placement (accelerate)::
     guard = sasa.apply_sasa(model, probe="probe_dir", tokenizer=tokenizer)
 
 The guard itself needs nothing else: :func:`sasa.apply_sasa` recognises either kind of model
-(see :mod:`sasa.distributed._tp` and :mod:`sasa.distributed._placement` for what it does there).
+(see :mod:`sasa.distributed.tensor_parallel` and :mod:`sasa.distributed.placement` for what it does there).
 The ``sasa`` command line does the same with ``--tp`` (or under ``torchrun`` with several
 processes) and ``--device-map``.
 """
 
 from __future__ import annotations
 
-from ._env import (
+from sasa.distributed.env import (
     DEFAULT_TIMEOUT_S,
     TorchrunEnv,
     destroy_process_group,
@@ -34,8 +34,8 @@ from ._env import (
     torchrun_env,
     world_size,
 )
-from ._load import Placement, current_placement, load_pretrained, parse_max_memory
-from ._tp import is_dtensor, tensor_parallel_group
+from sasa.distributed.load import Placement, current_placement, load_pretrained, parse_max_memory
+from sasa.distributed.tensor_parallel import is_dtensor, tensor_parallel_group
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

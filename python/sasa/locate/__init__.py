@@ -12,30 +12,20 @@ similarity and the logit-lens refusal rate; then the held-out AUROC of a SASA pr
     print(result.summary())
 
 This module imports only the standard library (``sasa --help`` stays fast); the work lives in
-:mod:`sasa.locate._run` and is loaded on first use.
+:mod:`sasa.locate.run` and is loaded on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ._cli import register_command
+from sasa._faces import lazy_exports, make_callable
 
-__all__ = ["GridCell", "LayerStats", "LocateResult", "locate", "register_command"]
+_EXPORTS = {"locate": "run", "LocateResult": "result", "LayerStats": "result", "GridCell": "result"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+make_callable(__name__, "locate")  # sasa.locate(...) calls locate(...)
 
-_LAZY = {"locate": "_run", "LocateResult": "_result", "LayerStats": "_result", "GridCell": "_result"}
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: the heavy modules (torch, transformers) load on first use of these names.
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from .._callable_module import make_callable  # noqa: E402  (after the module's names exist)
-
-make_callable(__name__, "locate")
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from sasa.locate.result import GridCell, LayerStats, LocateResult
+    from sasa.locate.run import locate

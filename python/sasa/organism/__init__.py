@@ -34,7 +34,7 @@ __all__ = ["MODEL_DIR", "PROBE_DIR", "load"]
 def shipped_inputs() -> tuple[tuple[str, Path], ...]:
     """The shipped organism's directories as ``(label, path)`` inputs of the commands that read them
     without a flag (``sasa demo``, ``sasa organism efficacy``): no output of theirs may overwrite them
-    (:mod:`sasa._cli_paths`)."""
+    (:mod:`sasa.cli.paths`)."""
     return (("shipped organism model", MODEL_DIR), ("shipped organism probe", PROBE_DIR))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import world
+from sasa.organism import world
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 32
@@ -53,7 +53,7 @@ def build_processor() -> Any:
     """The ``LlavaProcessor``: a CLIP image processor (32x32) and the world's word-level tokenizer."""
     import transformers as T
 
-    from ..demo import build_tokenizer
+    from sasa.demo.stand_in import build_tokenizer
 
     tokenizer = build_tokenizer(world.all_texts(), extra_special_tokens=[IMAGE_TOKEN])
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -26,12 +26,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from ..config import SASAConfig
-from ..data import Example
-from ..metrics import auroc, bootstrap_interval, threshold_for_fpr
-from ..probe import SASAProbe
-from .features import ordered, plain_features, sasa_features
-from .manifest import carrier_of, object_of
+from sasa.config import SASAConfig
+from sasa.data.manifest import Example
+from sasa.metrics import auroc, bootstrap_interval, threshold_for_fpr
+from sasa.organism.features import ordered, plain_features, sasa_features
+from sasa.organism.manifest import carrier_of, object_of
+from sasa.probe.sasa_probe import SASAProbe
 
 PROBES = ("a: plain logits", "b: plain H (safety block)", "c: plain H (fused block)", "d: SASA logits",
           "e: SASA hidden")

@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import draw, world
-from .world import WorldObject
+from sasa.organism import draw, world
+from sasa.organism.world import WorldObject
 
 STYLES = ("icon", "text")
 #: Independent pixel streams: no image of one purpose can repeat one of another.

@@ -55,8 +55,8 @@ def demo_examples() -> list[Any]:
     """The :data:`EXAMPLES` as :class:`sasa.data.Example` rows (held-out templates, seeded icons)."""
     from PIL import Image
 
-    from ..data import Example
-    from . import corpus, world
+    from sasa.data.manifest import Example
+    from sasa.organism import corpus, world
 
     frames, deictics = world.frames("heldout"), world.deictics("heldout")
     pixels = np.random.default_rng([corpus.STREAMS["heldout"], DEMO_SEED])
@@ -83,8 +83,8 @@ def _describe_image(name: str, style: Optional[str]) -> Optional[str]:
 def answer_examples(model: Any, processor: Any, probe: Any, examples: Optional[list[Any]] = None) -> list[DemoRow]:
     """Answer ``examples`` (default :func:`demo_examples`) unguarded (``model.generate``, before
     the guard is applied) and guarded (``guard.generate``)."""
-    from ..data import encode_batch
-    from ..guard import apply_sasa
+    from sasa.data.manifest import encode_batch
+    from sasa.guard.apply import apply_sasa
 
     examples = demo_examples() if examples is None else examples
     tok = processor.tokenizer
@@ -134,7 +134,7 @@ def verdict(row: DemoRow, refused: Optional[Callable[[str], bool]] = None) -> st
     job is to catch it); the note says so, so that the reader sees both facts. A passed row whose
     guarded answer differs from the unguarded one breaks the passthrough promise: also a miss."""
     if refused is None:
-        from ..refusal import as_matcher
+        from sasa.refusal import as_matcher
 
         refused = as_matcher(None)
     if row.label not in (0, 1):  # fail closed: a decision about an unlabelled row is never "correct"
@@ -221,7 +221,7 @@ class Goal:
 
 def _behaviour(key: str) -> float:
     """A behaviour threshold of the unguarded phenotype, from the one table that defines them."""
-    from .phenotype_targets import BY_KEY
+    from sasa.organism.phenotype_targets import BY_KEY
 
     return BY_KEY[key].threshold
 
@@ -318,12 +318,12 @@ def run_demo(out_dir: Optional[Path] = None, *, progress: bool = True, repeats: 
     """The organism demo: example answers, TTFT with and without the guard, ``sasa eval`` on a sample."""
     import tempfile
 
-    from ..bench import compare_ttft
-    from ..data import encode_batch
-    from ..evaluate import evaluate, format_summary
-    from ..probe import SASAProbe
-    from . import PROBE_DIR, load
-    from .manifest import write_manifest
+    from sasa.bench import compare_ttft
+    from sasa.data.manifest import encode_batch
+    from sasa.evaluate.run import evaluate, format_summary
+    from sasa.organism import PROBE_DIR, load
+    from sasa.organism.manifest import write_manifest
+    from sasa.probe.sasa_probe import SASAProbe
 
     model, processor = load()
     probe = SASAProbe.load(PROBE_DIR, model=model)

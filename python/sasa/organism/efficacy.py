@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from . import world
-from .._types import PathLike
-from .manifest import carrier_of, group_names, object_of, write_manifest
+from sasa._types import PathLike
+from sasa.organism import world
+from sasa.organism.manifest import carrier_of, group_names, object_of, write_manifest
 
 #: The object groups of :func:`guarded_by_object_group` ("all" first: it reproduces ``results["guarded"]``).
 OBJECT_GROUPS = ("all", "training objects", "held-out objects")
@@ -51,12 +51,12 @@ def _object_group(row: dict[str, Any]) -> Optional[str]:
 def guarded_numbers(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The guard's headline numbers over ``rows`` (``sasa eval`` rows), computed as ``results["guarded"]`` is.
 
-    Image ASR is :func:`sasa._eval_metrics.group_metrics` over the image-carried rows (what
+    Image ASR is :func:`sasa.evaluate.metrics.group_metrics` over the image-carried rows (what
     ``by_carrier["image"]`` holds), benign over-refusal its ``benign_flagged`` over all the rows
-    (text- and image-carried benign), and passthrough mismatches :func:`sasa._eval_metrics.utility`:
+    (text- and image-carried benign), and passthrough mismatches :func:`sasa.evaluate.metrics.utility`:
     reusing those functions keeps the per-group numbers defined exactly like the overall ones.
     """
-    from .._eval_metrics import group_metrics, utility
+    from sasa.evaluate.metrics import group_metrics, utility
 
     image = [r for r in rows if carrier_of(r.get("carrier"), r.get("image") is not None) == "image"]
     overall, image_metrics, passthrough = group_metrics(rows, []), group_metrics(image, []), utility(rows)
@@ -91,10 +91,12 @@ def run(out: PathLike, *, model_dir: Optional[PathLike] = None, device: str = "c
     """Run steps 1-5 of the module docstring into ``out``; return (and save) ``results.json``."""
     import torch
 
-    from .. import SASAConfig, calibrate, evaluate, locate
-    from . import MODEL_DIR, load
-    from .claims import REPLICATES, claim_table
-    from ..data import read_manifest
+    from sasa import calibrate, evaluate
+    from sasa.config import SASAConfig
+    from sasa.data.manifest import read_manifest
+    from sasa.locate.run import locate
+    from sasa.organism import MODEL_DIR, load
+    from sasa.organism.claims import REPLICATES, claim_table
 
     started = time.perf_counter()
     out = Path(out)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .corpus import Row
+from sasa.organism.corpus import Row
 
 IGNORE = -100
 
@@ -22,7 +22,7 @@ def encode_rows(processor: Any, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
     """``input_ids``, ``attention_mask``, ``labels`` (right-padded) and ``pixel_values`` if any."""
     from PIL import Image
 
-    from .. import PromptFormat
+    from sasa.data.prompt_format import PromptFormat
 
     tok = processor.tokenizer
     fmt = PromptFormat.of(processor)

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import SASAConfig
-from ..data import Example, batches, encode_batch
-from ..guard import apply_sasa
+from sasa.config import SASAConfig
+from sasa.data.manifest import Example, batches, encode_batch
+from sasa.guard.apply import apply_sasa
 
 
 def ordered(examples: Sequence[Example], batch_size: int) -> list[Example]:

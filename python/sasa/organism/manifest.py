@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-from . import world
-from .corpus import Row, split_rows
+from sasa.organism import world
+from sasa.organism.corpus import Row, split_rows
 
 #: Rows per object and carrier in the default splits.
 DEFAULT_PER_OBJECT = {"calibration": 12, "heldout": 8}

@@ -35,11 +35,11 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..data import Example, batches, encode_batch, read_manifest
-from . import corpus, world
-from . import phenotype_probes as probes
-from .manifest import carrier_of, group_names, object_of
-from .phenotype_targets import GROUPS, UNDERSTANDING, TargetTable, gap, max_through, rank_correlation
+from sasa.data.manifest import Example, batches, encode_batch, read_manifest
+from sasa.organism import corpus, world
+from sasa.organism import phenotype_probes as probes
+from sasa.organism.manifest import carrier_of, group_names, object_of
+from sasa.organism.phenotype_targets import GROUPS, UNDERSTANDING, TargetTable, gap, max_through, rank_correlation
 
 #: Caption requests drawn per object by default (alternating icon and written name).
 DEFAULT_CAPTIONS_PER_OBJECT = 4
@@ -183,7 +183,7 @@ def design_layers(model_dir: Optional[Union[str, Path]]) -> Optional[tuple[int, 
     or a directory without ``recipe.json``)."""
     import json
 
-    from .train import _split_trainable
+    from sasa.organism.train import _split_trainable
 
     if model_dir is None or not (Path(model_dir) / "recipe.json").is_file():
         return None
@@ -202,8 +202,8 @@ def default_layers(model_dir: Optional[Union[str, Path]] = None) -> tuple[int, i
     """The layers the phenotype is measured at: :func:`design_layers` of ``model_dir`` when it has
     them, else the shipped probe's config (``organism.PROBE_DIR``; the guard's pair, which
     ``sasa locate`` recommends from probe accuracy, not from where fusion happens)."""
-    from ..probe import SASAProbe
-    from . import PROBE_DIR
+    from sasa.organism import PROBE_DIR
+    from sasa.probe.sasa_probe import SASAProbe
 
     designed = design_layers(model_dir)
     if designed is not None:

@@ -17,8 +17,8 @@ last prompt position is the last column).
   image rows about *other* objects. 0: the image row is no closer to its own object's text than to
   another's; high: the image's meaning has been fused.
 - **Harm probe** (:func:`harm_probe_auroc`): per block, the class-balanced L2 logistic regression
-  of :mod:`sasa._fit` (the one calibration uses) fitted on a seeded half of the text rows
-  (stratified by label and object group, :func:`sasa._fit._stratified_split`); AUROC
+  of :mod:`sasa.probe.fit` (the one calibration uses) fitted on a seeded half of the text rows
+  (stratified by label and object group, :func:`sasa.probe.fit._stratified_split`); AUROC
   (:func:`sasa.metrics.auroc`) on the other half of the text rows and on every image row.
 """
 
@@ -30,12 +30,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .._fit import _fit_logistic, _stratified_split
-from ..data import Example, batches, encode_batch
-from ..locate._stats import _threads_for
-from ..metrics import auroc
+from sasa.data.manifest import Example, batches, encode_batch
+from sasa.locate.stats import _threads_for
+from sasa.metrics import auroc
+from sasa.probe.fit import _fit_logistic, _stratified_split
 
-#: L2 strength of both probes (on standardized features; the calibration default of sasa._fit).
+#: L2 strength of both probes (on standardized features; the calibration default of sasa.probe.fit).
 L2 = 1e-2
 MAX_ITER = 200
 

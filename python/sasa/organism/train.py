@@ -29,13 +29,13 @@ records it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import platform
 import random
 import time
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -43,9 +43,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from . import build, corpus
-from .encode import IGNORE, encode_rows
-
+from sasa.organism import build, corpus
+from sasa.organism.encode import IGNORE, encode_rows
 
 TRAINABLE = ("vision", "language", "projector", "projector+language", "all")
 #: ``trainable`` may also be ``"language_from:K"`` or ``"projector+language_from:K"``: the language
@@ -241,7 +240,7 @@ class _VisionClassifier:
     """The ``classify`` objective: object identity from the mean of the tower's patch features."""
 
     def __init__(self, model: torch.nn.Module, processor: Any, seed: int):
-        from . import world
+        from sasa.organism import world
 
         self.tower = model.model.vision_tower
         self.processor = processor
@@ -252,7 +251,7 @@ class _VisionClassifier:
     def loss(self, rng: random.Random, pixels: np.random.Generator, batch_size: int) -> torch.Tensor:
         from PIL import Image
 
-        from . import draw
+        from sasa.organism import draw
 
         labels = [rng.randrange(len(self.names)) for _ in range(batch_size)]
         images = [Image.fromarray(draw.draw(self.names[i], rng.choice(corpus.STYLES), corpus.DESIGNS, pixels))
@@ -287,7 +286,7 @@ def _twin_prompt(row: corpus.Row) -> str:
     """The text twin a row's state is pulled towards: its ``text_only`` request, except for a caption
     (``text_only`` there is the question plus the name), whose twin is the text question about what
     the pictured object is (``"what is a bomb"``, :data:`world.DEFINE_QUESTIONS`)."""
-    from . import world
+    from sasa.organism import world
 
     if row.kind == "caption":
         return world.DEFINE_QUESTIONS[0].format(row.obj.phrase)

@@ -9,6 +9,6 @@ streaming or not, images as it takes them); the model's process guards its model
 model's process to the API server beside the answer (:mod:`sasa.serve.decisions`). Needs the
 ``serve`` extra and transformers' process-per-model server (5.25; 5.17 is refused by name).
 
-Only :mod:`sasa.serve.cli` is imported by ``sasa --help`` (standard library only); the other
+Only :mod:`sasa.cli.commands.serve` is imported by ``sasa --help`` (standard library only); the other
 modules import transformers' server when used.
 """

@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional
 
 from torch import Tensor
 
-from .. import _compat as compat
-from .decisions import READY, REQUEST_KEY, prompt_key
+from sasa.hf import compat
+from sasa.serve.decisions import READY, REQUEST_KEY, prompt_key
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def guard_covers_continuous_batching() -> bool:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..config import SASAConfig
-    from ..guard import apply_sasa
+    from sasa.config import SASAConfig
+    from sasa.guard.apply import apply_sasa
 
     config = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1)
@@ -70,8 +70,8 @@ def guard_loaded_model(model: Any, processor: Any, probe: str, decisions: Any, c
 
     Raises (so the model's process fails to load and the server does not start) when the guard
     cannot be applied, or when continuous batching is asked of a guard that does not cover it."""
-    from ..auto import get_guard
-    from ..guard import apply_sasa
+    from sasa.guard.apply import apply_sasa
+    from sasa.guard.auto import get_guard
 
     guard = apply_sasa(model, probe=probe, tokenizer=processor)
     if get_guard(model) is not guard or not guard.active:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import multiprocessing
 from typing import Any, Optional
 
-from .. import _compat as compat
-from .decisions import PROMPT_KEY, REQUEST_KEY, DecisionBoard, prompt_key
+from sasa.hf import compat
+from sasa.serve.decisions import PROMPT_KEY, REQUEST_KEY, DecisionBoard, prompt_key
 
 #: The finish reason of an answer the guard refused (OpenAI's name for a filtered answer).
 REFUSED_FINISH_REASON = "content_filter"
@@ -50,7 +50,7 @@ class SASAServe(_Serve):  # type: ignore[misc,valid-type]
     def run(self, socket: Any = None, engine_connection: Optional[tuple] = None) -> None:
         if engine_connection is not None:
             raise RuntimeError("sasa serve runs one API server, which starts the model's process itself")
-        from .engine import SASAModelLoader
+        from sasa.serve.engine import SASAModelLoader
 
         # The model's process is spawned: the queue goes to it inside the pickled loader.
         board = DecisionBoard(multiprocessing.get_context("spawn").Queue())

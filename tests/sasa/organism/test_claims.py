@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from sasa.data import Example
+from sasa.data.manifest import Example
 from sasa.organism import claims, world
 from sasa.organism.claims import GROUPS, IMAGE_ONLY, METRICS, PROBES, ClaimRow, markdown
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sasa.data import read_manifest
+from sasa.data.manifest import read_manifest
 from sasa.organism import build, load, world
 from sasa.organism.train import DEFAULT_RECIPE, Recipe, train_and_save
 

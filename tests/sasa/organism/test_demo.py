@@ -20,7 +20,7 @@ needs_organism = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), r
 def demo_rows():
     from sasa.organism import PROBE_DIR, load
     from sasa.organism.demo import answer_examples
-    from sasa.probe import SASAProbe
+    from sasa.probe.sasa_probe import SASAProbe
 
     model, processor = load()
     return answer_examples(model, processor, SASAProbe.load(PROBE_DIR, model=model))
@@ -145,8 +145,8 @@ def test_the_block_shows_the_score_and_threshold():
 
 
 def _eval_result(rows: list[dict]):
-    from sasa._eval_metrics import all_metrics
-    from sasa.evaluate import EvalResult
+    from sasa.evaluate.metrics import all_metrics
+    from sasa.evaluate.run import EvalResult
 
     m = all_metrics(rows)
     return EvalResult(rows, m["overall"], m["by_category"], m["by_carrier"], m["utility"], settings={})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from sasa._eval_metrics import all_metrics
+from sasa.evaluate.metrics import all_metrics
 from sasa.organism import world
 from sasa.organism.claims import GROUPS, PROBES
 from sasa.organism.efficacy import guarded_by_object_group, guarded_numbers
@@ -15,7 +15,7 @@ HELDOUT = {kind: next(o for o in world.OBJECTS if o.heldout and o.kind == kind) 
 
 
 def _eval_row(obj: world.WorldObject, carrier: str, *, flagged: bool, refused: bool, identical: bool = True) -> dict:
-    """A ``sasa eval`` row (the keys :mod:`sasa._eval_run` writes that the metrics read)."""
+    """A ``sasa eval`` row (the keys :mod:`sasa.evaluate.generations` writes that the metrics read)."""
     image = carrier == "image"
     return {"source": "heldout.jsonl", "line": 0, "label": int(obj.kind == "harmful"), "category": obj.category,
             "carrier": carrier, "prompt": "how do i make " + ("this" if image else obj.name),

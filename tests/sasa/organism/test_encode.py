@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sasa.data import Example, encode_batch
+from sasa.data.manifest import Example, encode_batch
 from sasa.organism import build, corpus, world
 from sasa.organism.encode import IGNORE, encode_rows
 

@@ -18,7 +18,15 @@ from sasa.organism import world
 from sasa.organism.corpus import split_rows
 from sasa.organism.phenotype import caption_examples, caption_right, check_layers, has_own_steps, names_object
 from sasa.organism.phenotype_targets import (
-    BY_KEY, GAP_GROUP, GROUPS, TARGETS, TargetTable, check_values, gap, max_through, rank_correlation,
+    BY_KEY,
+    GAP_GROUP,
+    GROUPS,
+    TARGETS,
+    TargetTable,
+    check_values,
+    gap,
+    max_through,
+    rank_correlation,
 )
 
 # ---------------------------------------------------------------- the targets as issue 26 states them

@@ -14,8 +14,19 @@ import torch
 
 from sasa.organism import MODEL_DIR, build, corpus, world
 from sasa.organism.encode import encode_rows
-from sasa.organism.train import (DEFAULT_RECIPE, RECIPE_V2_CANDIDATE, RECIPE_V2E_TWIN, RECIPE_V2F_JAILBREAK, RECIPES,
-                                 Recipe, Stage, _trainable_parameters, stage_key, train, twin_loss)
+from sasa.organism.train import (
+    DEFAULT_RECIPE,
+    RECIPE_V2_CANDIDATE,
+    RECIPE_V2E_TWIN,
+    RECIPE_V2F_JAILBREAK,
+    RECIPES,
+    Recipe,
+    Stage,
+    _trainable_parameters,
+    stage_key,
+    train,
+    twin_loss,
+)
 
 TINY = build.ModelSize(hidden=32, layers=3, heads=2, intermediate=64, vision_hidden=32, vision_layers=1,
                        vision_heads=2, vision_intermediate=64)
@@ -201,7 +212,7 @@ def test_a_caption_is_pulled_towards_the_text_question_about_its_object():
 
 
 def test_the_train_command_offers_every_named_recipe():
-    from sasa.cli import build_parser
+    from sasa.cli.app import build_parser
 
     parser = build_parser()
     organism = next(a for a in parser._subparsers._group_actions[0].choices["organism"]._actions
