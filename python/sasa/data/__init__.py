@@ -22,6 +22,10 @@ _EXPORTS = {
     "batches": "manifest",
     "load_image": "manifest",
     "check_images_supported": "manifest",
+    "check_image": "manifest",
+    "takes_images": "manifest",
+    "encode_prompts": "manifest",
+    "CARRIERS": "manifest",
     "read_dataset": "readers",
     "read_sources": "readers",
     "DatasetError": "reader_files",
@@ -34,13 +38,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from sasa.data.formats import FORMATS
     from sasa.data.manifest import (
+        CARRIERS,
         Example,
         ManifestError,
         batches,
+        check_image,
         check_images_supported,
         encode_batch,
+        encode_prompts,
         load_image,
         read_manifest,
+        takes_images,
     )
     from sasa.data.prompt_format import PromptFormat
     from sasa.data.reader_files import DatasetError
