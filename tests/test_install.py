@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (REPO / "setup.py").exists(), reason="needs the source tree")
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without sasa's switches and PYTHONPATH (which would serve the
+    source tree instead of the installed copy)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+
+
 def _make_venv(path: Path) -> Path:
     # The venv sees the system's packages (torch, pip, setuptools >= 64: what setup.sh installs and
     # the build needs) through a plain path entry, not --system-site-packages: that would also run
@@ -48,7 +54,7 @@ def _make_venv(path: Path) -> Path:
 
 def _pip_install(tmp_path: Path, env_overrides: dict[str, str], *, verbose: bool = True) -> tuple[Path, subprocess.CompletedProcess]:
     python = _make_venv(tmp_path / "venv")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    env = _clean_env()
     env.update(env_overrides)
     cmd = [str(python), "-m", "pip", "install", *(["-v"] if verbose else []), "--no-build-isolation", "--no-deps",
            "--no-index", str(REPO)]
@@ -67,7 +73,7 @@ def _report(python: Path, cwd: Path) -> dict:
         "from sasa_kernels.backends import compiled\n"
         "print(json.dumps({'file': sk.__file__, 'cpu': sk.backends('cpu'), 'info': compiled.build_info()}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    env = _clean_env()
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stderr
     import json
@@ -103,7 +109,7 @@ def test_install_skip_build_is_pure_python(tmp_path):
     missing = [p for p in packages if not (site.parent / "sasa" / p / "__init__.py").is_file()]
     assert not missing, f"subpackages not installed: {missing}"
     assert (site.parent / "sasa" / "demo" / "data" / "demo_manifest.jsonl").is_file()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASA_", "PYTHONPATH"))}
+    env = _clean_env()
     where = subprocess.run([str(python), "-c", "import sasa; print(sasa.__file__)"], capture_output=True, text=True,
                            env=env, cwd=tmp_path, timeout=300)
     assert str(tmp_path) in where.stdout, (where.stdout, where.stderr)  # the installed copy, not the source tree
